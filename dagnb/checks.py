@@ -579,6 +579,58 @@ def endpoint_variable_fault(options: Mapping[str, Any]) -> str | None:
             f"export {variable}={fixed} (or unset it)")
 
 
+def endpoint_config_fault(options: Mapping[str, Any]) -> str | None:
+    """Why the endpoint botocore (>= 1.31) reads from its config file for an S3 store of
+    these ``options`` (``endpoint_url = 127.0.0.1:9000`` under the profile, or ``s3 =
+    endpoint_url`` in its ``services`` section) is refused, in one line naming the file,
+    the section and the fix; None when it is an http(s) URL with a host, not set, or not
+    read (the options or an endpoint variable name one, or it is ignored). botocore took
+    one with no scheme for an unreachable store, as it does the variable's."""
+    ignored = os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true"
+    client = options.get("client_kwargs")
+    if (ignored or options.get("endpoint_url") or any(map(os.environ.get, ENDPOINT_VARIABLES))
+            or (isinstance(client, Mapping) and client.get("endpoint_url"))):
+        return None
+    found = _configured_endpoint(options.get("profile"))
+    if found is None or (fault := endpoint_fault(found[0])) is None:
+        return None
+    (value, where), fixed = found, redacted(fault[1], bare=True)
+    return (f"endpoint_url = {redacted(value, bare=True)!r} in {where} is not valid; "
+            f"expected {fault[0]}: write endpoint_url = {fixed} there (or remove it)")
+
+
+def _configured_endpoint(profile: str | None) -> tuple[str, str] | None:
+    """The endpoint botocore's config file (``AWS_CONFIG_FILE``, ``~/.aws/config``) sets
+    for S3 under ``profile`` (None: ``AWS_PROFILE``'s, or the default) and where (the
+    file and section), in botocore's order: its ``services`` section's ``s3`` one first
+    (an ``s3 = endpoint_url`` in the profile itself botocore does not read). None when
+    none is set, or botocore cannot read the file or profile (its own error says so as
+    the store connects)."""
+    try:  # (botocore comes with s3fs, imported here as an S3 store is made)
+        import botocore.exceptions
+        import botocore.session
+    except ImportError:
+        return None
+    session = botocore.session.Session(profile=profile)
+    try:
+        scoped, full = session.get_scoped_config(), session.full_config
+        if session.get_config_variable("ignore_configured_endpoint_urls"):
+            return None
+    except botocore.exceptions.BotoCoreError:
+        return None
+    file = session.get_config_variable("config_file")
+    name = session.profile or "default"
+    section = "[default]" if name == "default" else f"[profile {name}]"
+    services = scoped.get("services")
+    service = full.get("services", {}).get(services, {}).get("s3") if services else None
+    if isinstance(service, Mapping) and service.get("endpoint_url"):
+        return (str(service["endpoint_url"]), f"{file}, [services {services}] under s3 "
+                f"(the services of {section}),")
+    if scoped.get("endpoint_url"):
+        return str(scoped["endpoint_url"]), f"{file}, {section},"
+    return None
+
+
 def name(value: Any) -> str:
     """An identifier-like name: letters, digits, ``_`` and ``-``, up to 100 characters.
 

@@ -293,6 +293,8 @@ class ObjectStore:
         if protocol in ("s3", "s3a"):
             if (fault := checks.endpoint_variable_fault(options)) is not None:
                 raise CacheError(fault)  # (botocore took it for an unreachable store)
+            if (fault := checks.endpoint_config_fault(options)) is not None:
+                raise CacheError(fault)  # (the same, set in botocore's config file)
             if (variable := checks.endpoint_variable(options)) is not None:
                 # (named, as botocore reads it: fsspec keeps one client per options, and
                 # a variable changed later in the process reached the first endpoint)

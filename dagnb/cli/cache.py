@@ -267,8 +267,23 @@ def _prune(args: argparse.Namespace) -> int:
     damaged = store.damaged_removed
     freed = "" if not damaged else f" and {_damaged(damaged)} set aside in .damaged"
     print(f"removed {_entries(removed)}{freed} from {store.location}; "
-          f"{_entries(len(left))} left, {_size(sum(left))}{kept}")
+          f"{_entries(len(left))} left, {_size(sum(left))}{kept}"
+          + _pruned_in_store(args.cache_dir))
     return 0
+
+
+def _pruned_in_store(given: str | None) -> str:
+    """What follows a prune's line when the cache is a store URL (``given`` names a
+    folder, or None: the setting): its local tier alone was pruned (a user took the
+    store for pruned too); the store's entries stay, and its own rules remove them."""
+    from dagnb.cache.clearing import kept_in_store
+    from dagnb.config import settings
+
+    url = str(settings().cache_directory) if given is None else given
+    removed = ("they stay in its folder until deleted there" if url.lower().startswith("file:")
+               else "the bucket's lifecycle rules remove them there")
+    return kept_in_store(given, f", which another machine downloads again; {removed}, "
+                                "not a prune")
 
 
 def _refuse_bare_size(given: str | None) -> None:

@@ -745,12 +745,19 @@ def _check_needs(graph: Graph, source: str, default_needs: Any = None,
     """Refuse a need that names no step, needs that form a cycle, and a Python step whose
     function takes a name that is neither a need nor a param, naming the file (the
     graph's own check, as a run makes it, names none). ``inheriting``: the steps that
-    take the defaults' needs (``default_needs``), named when a cycle passes through one."""
+    take the defaults' needs (``default_needs``), named when a cycle passes through one,
+    and said once, as the defaults', when one of those names no step."""
     for step in graph:
         for need in step.needs:
-            if need not in graph:
-                raise WorkflowError(
-                    f"{source}: {unknown_need_message(step.name, need, graph.names)}")
+            if need in graph:
+                continue
+            if step.name in inheriting and default_needs:  # (not each step taking it)
+                hint = checks.did_you_mean(need, graph.names,
+                                           otherwise=checks.choices_named(need, graph.names))
+                raise WorkflowError(f"{source}: defaults: needs: {as_written(default_needs)} "
+                                    f"names {need!r}, which is not a step; {hint}")
+            raise WorkflowError(
+                f"{source}: {unknown_need_message(step.name, need, graph.names)}")
     try:  # (a cycle; a Python step's function against its needs and params)
         graph.validate()
     except CycleError as exc:
