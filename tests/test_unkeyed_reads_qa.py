@@ -7,6 +7,7 @@ REGION`` or awk's ``ENVIRON["REGION"]`` was not in the key (``$REGION`` was), no
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import warnings
@@ -173,9 +174,73 @@ def test_a_step_printing_its_whole_environment_is_warned_of_once_on_a_hit(
     ("env -i sh -c 'echo $A'", False), ("env A=1 make", False), ("printenv A", False),
     ("conda activate env", False), (("conda", "activate", "env"), False),
     ("python3 -m venv env", False), ("#!/usr/bin/env bash\necho hi", False),
+    # bash's own dumps, and Python or awk run by the text taking the environment whole
+    ("export -p | grep ^REGION=", True), ("export", True), ("declare -x", True),
+    ("declare -p > vars.txt", True), ("typeset -px", True), ("set | grep ^REGION=", True),
+    ("( set -o posix; set )", True), ("set -euo pipefail\nset\n", True),
+    ("python3 -c 'import os; print(dict(os.environ))'", True),
+    ("python3 - <<'PY'\nimport os\nfor k, v in os.environ.items(): print(k, v)\nPY", True),
+    ("python3 -c 'import os, subprocess; subprocess.run([\"x\"], env=os.environ.copy())'",
+     True),
+    ("python3 -c 'import json, os; print(json.dumps(dict(os.environ)))'", True),
+    ("python3 -c 'import os; print({**os.environ})'", True),
+    (("python3", "-c", "import os\nfor name in os.environ: print(name)"), True),
+    ("awk 'BEGIN{for (k in ENVIRON) print k}'", True),
+    # options, assignments, names, a function list, a single read: no dump
+    ("set -e", False), ("set -euo pipefail\nmake", False), ("set -x; make", False),
+    ("set -o", False), ("export FOO=1", False), ("export FOO BAR", False),
+    ("declare -A map", False), ("declare -f", False), ("declare -x FOO=1", False),
+    ("python3 -c 'import os; print(os.environ[\"REGION\"])'", False),
+    ("python3 -c 'import os; print([n for n in names if n in os.environ])'", False),
+    ("make offset=3 reset", False),
 ])
 def test_what_prints_the_whole_environment(run, whole):
     assert reads_whole_environment(run) is whole
+
+
+@pytest.mark.parametrize(("run", "said", "named"), [
+    ("export -p | grep REGION", "prints its whole environment (export -p with no name)",
+     '"$REGION", printenv REGION'),
+    ("set | grep ^REGION=", "prints its whole environment (set with no argument)",
+     '"$REGION", printenv REGION'),
+    ("python3 -c 'import os; print(dict(os.environ))'",
+     "reads its whole environment (dict(os.environ) in Python it runs)",
+     'os.environ["REGION"]'),
+])
+def test_the_warning_says_what_reads_the_whole_environment_and_how_to_name_one(
+        project, monkeypatch, run, said, named):
+    monkeypatch.setenv("REGION", "eu")
+    graph = _workflow(project, f"  show: {{run: {json.dumps(run + ' > /dev/null')}}}\n")
+    assert _said(graph, UnkeyedEnvironmentWarning) == ({"show": "succeeded"}, [])
+    monkeypatch.setenv("REGION", "ap")
+    assert _said(graph, UnkeyedEnvironmentWarning) == ({"show": "cached"}, [
+        f"step 'show' was served from the cache, but it {said}, whose variables its key "
+        f"does not hold: the result may be stale; name each variable it reads ({named}), "
+        "which then counts in its key, or set it in the step's env"])
+
+
+@pytest.mark.parametrize(("run", "named"), [
+    ("python3 -m pkg.sub", ("pkg",)), ("python -u -m pkg.sub.main data", ("pkg", "data")),
+    ("uv run python3.12 -m pkg.sub; cat x.txt", ("run", "python3.12", "pkg", "x.txt")),
+    (("python3", "-m", "pkg.sub"), ("pkg",)), ("python3 -mpkg.sub", ("pkg",)),
+    ("git commit -m fix.it", ("commit", "fix.it")),  # (not Python's -m)
+])
+def test_a_module_run_with_python_m_names_its_top_package_s_folder(run, named):
+    assert command_paths(run) == named
+
+
+def test_an_edit_in_the_package_of_a_module_run_with_python_m_is_warned_of(project):
+    (project / "pkg" / "sub").mkdir(parents=True)
+    (project / "pkg" / "__init__.py").write_text("")
+    (project / "pkg" / "sub" / "__init__.py").write_text("")
+    (project / "pkg" / "sub" / "report.py").write_text("print(1)\n")
+    graph = _workflow(project, "  report: {run: 'python3 -m pkg.sub.report'}\n")
+    assert _said(graph, UnmountedReadWarning) == ({"report": "succeeded"}, [])
+    _later(project / "pkg" / "sub" / "report.py", "print(2)\n")
+    states, said = _said(graph, UnmountedReadWarning)
+    assert states == {"report": "cached"}
+    assert len(said) == 1 and said[0].startswith(
+        "step 'report' was served from the cache, but it reads pkg, which changed since")
 
 
 def test_the_hits_of_one_run_walk_a_folder_they_name_once(project, monkeypatch):

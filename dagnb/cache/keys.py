@@ -285,23 +285,52 @@ def _reads(text: str) -> list[tuple[int, str]]:
     return reads
 
 
-# ``env`` or ``printenv`` run as a command with no name (options alone): it prints the
-# whole environment, which no key can hold (``env | grep '^REGION='``).
+# A command's start: a line's, after an operator, a keyword or a command running the next.
+_COMMAND_START = r"""(?:^|[;&|({`]|\b(?:then|do|else|time|sudo|exec|command|builtin)\b)[ \t]*"""
+# A command's end: the line's, an operator, a redirection or a comment.
+_COMMAND_END = r"""[ \t]*(?=$|[;&|<>)}`#])"""
+# A command run with no name, printing the whole environment, which no key can hold:
+# ``env`` or ``printenv`` with options alone (``env | grep '^REGION='``); bash's
+# ``export`` (``-p``), ``declare``/``typeset`` (``-p``, ``-x``) and a bare ``set``, which
+# print every variable (``set -e``, ``export FOO=1``, ``declare -f``: no such dump).
 _WHOLE_ENVIRONMENT = re.compile(
-    r"""(?:^|[;&|({`]|\b(?:then|do|else|time|sudo|exec|command)\b)[ \t]*"""
-    r"""(?:\S*/)?(?:env|printenv)(?:[ \t]+-[-\w]*)*[ \t]*(?=$|[;&|<>)}`#])""", re.MULTILINE)
+    _COMMAND_START + r"""((?:\S*/)?(?:env|printenv)(?:[ \t]+-[-\w]*)*"""
+    r"""|export(?:[ \t]+-[pn]+)*|(?:declare|typeset)(?:[ \t]+-[pxg]+)*|set)"""
+    + _COMMAND_END, re.MULTILINE)
+# Python run by the text taking ``os.environ`` whole (``dict(os.environ)``,
+# ``os.environ.items()``, ``.copy()``, ``{**os.environ}``, ``for k in os.environ``), and
+# awk's ``for (k in ENVIRON)``; ``"X" in os.environ`` and ``os.environ["X"]`` take none.
+_WHOLE_PYTHON_ENVIRONMENT = re.compile(
+    r"""\benviron\s*\.\s*(?:items|keys|values|copy)\s*\(\s*\)"""
+    r"""|\b(?:dict|list|sorted|set|tuple|print|pprint|str|repr|dumps)\s*\(\s*"""
+    r"""(?:os\s*\.\s*)?environ\s*[,)]"""
+    r"""|\*\*\s*(?:os\s*\.\s*)?environ\b"""
+    r"""|\bfor\s+\w+(?:\s*,\s*\w+)*\s+in\s+(?:os\s*\.\s*)?environ\b(?!\s*[.\[])"""
+    r"""|\bfor\s*\(\s*\w+\s+in\s+ENVIRON\s*\)""")
+# Words without which a text reads no whole environment (most commands: no regex run).
+_WHOLE_ENVIRONMENT_WORDS = ("env", "ENVIRON", "export", "declare", "typeset", "set")
 
 
 @functools.lru_cache(maxsize=1024)  # (each key of a step run here asks)
-def reads_whole_environment(run: str | tuple[str, ...] | None) -> bool:
-    """Whether a shell step's text prints its whole environment (``env``, ``printenv``
-    with no name): its host variables are read, but no key can name them."""
+def whole_environment_read(run: str | tuple[str, ...] | None) -> str:
+    """What in a shell step's text reads its whole environment (``env``, ``export -p``,
+    ``set``, Python's ``dict(os.environ)``), or "": its host variables are read, but no
+    key can name them."""
     if isinstance(run, tuple):  # (an argv list: ``["env"]``, ``["sh", "-c", "env | ..."]``)
         if run and posixpath.basename(run[0]) in ("env", "printenv"):
-            return all(word.startswith("-") for word in run[1:])
-        return any(reads_whole_environment(text) for flag, text in pairwise(run)
-                   if flag.startswith("-") and flag.endswith("c"))
-    return bool(run) and "env" in run and _WHOLE_ENVIRONMENT.search(run) is not None
+            return run[0] if all(word.startswith("-") for word in run[1:]) else ""
+        return next((seen for flag, text in pairwise(run)
+                     if flag.startswith("-") and flag.endswith("c")
+                     and (seen := whole_environment_read(text))), "")
+    if not run or not any(word in run for word in _WHOLE_ENVIRONMENT_WORDS):
+        return ""
+    found = _WHOLE_ENVIRONMENT.search(run) or _WHOLE_PYTHON_ENVIRONMENT.search(run)
+    return "" if found is None else " ".join(found.group(found.lastindex or 0).split())
+
+
+def reads_whole_environment(run: str | tuple[str, ...] | None) -> bool:
+    """Whether a shell step's text reads its whole environment (:func:`whole_environment_read`)."""
+    return bool(whole_environment_read(run))
 
 
 def _read_names(text: str) -> list[str]:

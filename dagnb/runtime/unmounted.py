@@ -39,7 +39,7 @@ from types import CodeType
 from typing import Any
 
 from dagnb import checks
-from dagnb.cache.keys import KEYED_ON_HOST, reads_whole_environment
+from dagnb.cache.keys import KEYED_ON_HOST, whole_environment_read
 from dagnb.model.step import Step, host_folders, mount_path
 
 __all__ = ["NOTEBOOK_WORDS", "PYTHON_WORDS", "WORKFLOW_WORDS", "FrontEndWords",
@@ -52,8 +52,9 @@ class UnmountedReadWarning(UserWarning):
 
 
 class UnkeyedEnvironmentWarning(UserWarning):
-    """A shell step prints its whole environment (``env``, ``printenv`` with no name):
-    its key holds the host variables it names alone."""
+    """A shell step reads its whole environment (``env``, ``printenv`` with no name,
+    ``export -p``, ``set``, Python's ``dict(os.environ)``): its key holds the host
+    variables it names alone."""
 
 
 # -- where a step starts ------------------------------------------------------------
@@ -150,10 +151,17 @@ def command_paths(run: str | tuple[str, ...]) -> tuple[str, ...]:
     assignments (``N=3``), URLs, globs, words holding a variable (``"$DAGNB_OUT/x"``:
     not a path of the text) and what a redirection writes."""
     found: list[str] = []
-    writes_next, starts = False, True
+    writes_next, starts, python, module_next = False, True, False, False
     for word, line_start in _words(run):
         named, starts = starts or line_start, _starts_next(word, starts or line_start)
+        python = _PYTHON.fullmatch(posixpath.basename(word.strip("'\""))) is not None or (
+            python and not named)  # (``uv run python3 -u -m pkg.sub``: Python's options)
+        if module_next or (python and word.startswith("-m") and len(word) > 2):
+            found += _module_folder(word if module_next else word[2:])
+            module_next = False
+            continue
         if word.startswith("-"):  # (an option: ``tee -a log`` still writes ``log``)
+            module_next = python and word == "-m"
             continue
         written, writes_next = writes_next, word.endswith(">") or word == "tee"
         if written or any(char in word for char in "$`*?>") or "://" in word:
@@ -163,6 +171,18 @@ def command_paths(run: str | tuple[str, ...]) -> tuple[str, ...]:
         if "=" not in word:  # (a command's name is no read: ``python3``, not ``print(``'s)
             found += [piece for piece in pieces[1 if named else 0:] if _bare(piece)]
     return tuple(dict.fromkeys(found))
+
+
+# A Python command (``python3``, ``python3.12``, ``pypy3``), whose ``-m`` names a module.
+_PYTHON = re.compile(r"(?:python|pypy)[\d.]*")
+_MODULE = re.compile(r"([A-Za-z_]\w*)(?:\.\w+)*")
+
+
+def _module_folder(module: str) -> list[str]:
+    """The folder of the top package of a module run with ``python -m`` (``pkg.sub``,
+    ``"pkg.sub";``: ``pkg``, whose files are then looked at as a folder's are), or []."""
+    named = _MODULE.match(module.lstrip("'\""))
+    return [named.group(1)] if named is not None and _bare(named.group(1)) else []
 
 
 def _words(run: str | tuple[str, ...]) -> list[tuple[str, bool]]:
@@ -443,32 +463,56 @@ def _note_unmounted_reads(step: Step, base_dir: Path, cache_folder: Path | None)
         _NOTED.pop(id(step), None)
 
 
-# id(step) -> step: the shell steps run on this machine printing their whole environment
-_PRINTS_ENVIRONMENT: dict[int, Step] = {}
+# id(step) -> (step, what reads it): the shell steps run on this machine reading their
+# whole environment
+_PRINTS_ENVIRONMENT: dict[int, tuple[Step, str]] = {}
 _WARNED_ENVIRONMENT: set[str] = set()
 
 
 def _note_whole_environment(step: Step) -> None:
-    if reads_whole_environment(step.run):
+    seen = whole_environment_read(step.run)
+    if seen:
         if len(_PRINTS_ENVIRONMENT) >= _FOUND_LIMIT:
             _PRINTS_ENVIRONMENT.clear()
-        _PRINTS_ENVIRONMENT[id(step)] = step
+        _PRINTS_ENVIRONMENT[id(step)] = (step, seen)
     elif _PRINTS_ENVIRONMENT:
         _PRINTS_ENVIRONMENT.pop(id(step), None)
 
 
 def _warn_if_environment_printed(step: Step) -> None:
     """As ``step`` is served from the cache: one warning per step and process when it
-    prints its whole environment, whose variables its key cannot name (the first run
+    reads its whole environment, whose variables its key cannot name (the first run
     reads them as they are: only a hit may be stale)."""
-    if _PRINTS_ENVIRONMENT.get(id(step)) is not step or step.name in _WARNED_ENVIRONMENT:
+    noted = _PRINTS_ENVIRONMENT.get(id(step))
+    if noted is None or noted[0] is not step or step.name in _WARNED_ENVIRONMENT:
         return
     _WARNED_ENVIRONMENT.add(step.name)
-    checks.warn_user(
-        f"step {step.name!r} was served from the cache, but it prints its whole environment "
-        "(env or printenv with no name), whose variables its key does not hold: the result "
-        "may be stale; name each variable it reads (\"$REGION\", printenv REGION), which "
-        "then counts in its key, or set it in the step's env", UnkeyedEnvironmentWarning)
+    checks.warn_user(_environment_message(step.name, noted[1]), UnkeyedEnvironmentWarning)
+
+
+def _environment_message(step: str, seen: str) -> str:
+    """The warning for ``step``, whose text reads its whole environment by ``seen``
+    (``env``, ``export -p``, ``dict(os.environ)``), with the way to name one variable
+    in the same tongue: the shell's, Python's or awk's."""
+    if "environ" in seen:
+        how = f"reads its whole environment ({seen} in Python it runs)"
+        named = 'os.environ["REGION"]'
+    elif "ENVIRON" in seen:
+        how, named = f"reads its whole environment ({seen} in awk)", 'ENVIRON["REGION"]'
+    else:
+        how = f"prints its whole environment ({_dump_said(seen)})"
+        named = '"$REGION", printenv REGION'
+    return (f"step {step!r} was served from the cache, but it {how}, whose variables its key "
+            f"does not hold: the result may be stale; name each variable it reads ({named}), "
+            "which then counts in its key, or set it in the step's env")
+
+
+def _dump_said(command: str) -> str:
+    """``env or printenv with no name``, ``export -p with no name``, ``set with no argument``."""
+    name = posixpath.basename(command.split()[0])
+    if name in ("env", "printenv"):
+        return "env or printenv with no name"
+    return "set with no argument" if name == "set" else f"{command} with no name"
 
 
 # a step's command text, or id of its function -> (the function, the paths it names)
