@@ -554,13 +554,19 @@ def endpoint_variable(options: Mapping[str, Any]) -> str | None:
     """The endpoint variable botocore reads for an S3 store of these ``options``
     (``AWS_ENDPOINT_URL_S3`` first); None when unset or not read (the ``options`` name an
     endpoint, or ``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`` is true)."""
+    if _endpoint_named_or_ignored(options):
+        return None
+    return next((name for name in ENDPOINT_VARIABLES if os.environ.get(name)), None)
+
+
+def _endpoint_named_or_ignored(options: Mapping[str, Any]) -> bool:
+    """Whether botocore reads no configured endpoint for these ``options``: they name
+    one, or ``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`` is true."""
     client = options.get("client_kwargs")
     named = options.get("endpoint_url") or (isinstance(client, Mapping)
                                             and client.get("endpoint_url"))
     ignored = os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true"
-    if named or ignored:
-        return None
-    return next((name for name in ENDPOINT_VARIABLES if os.environ.get(name)), None)
+    return bool(named or ignored)
 
 
 def endpoint_variable_fault(options: Mapping[str, Any]) -> str | None:
@@ -586,10 +592,7 @@ def endpoint_config_fault(options: Mapping[str, Any]) -> str | None:
     the section and the fix; None when it is an http(s) URL with a host, not set, or not
     read (the options or an endpoint variable name one, or it is ignored). botocore took
     one with no scheme for an unreachable store, as it does the variable's."""
-    ignored = os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true"
-    client = options.get("client_kwargs")
-    if (ignored or options.get("endpoint_url") or any(map(os.environ.get, ENDPOINT_VARIABLES))
-            or (isinstance(client, Mapping) and client.get("endpoint_url"))):
+    if endpoint_variable(options) is not None or _endpoint_named_or_ignored(options):
         return None
     found = _configured_endpoint(options.get("profile"))
     if found is None or (fault := endpoint_fault(found[0])) is None:
