@@ -11,11 +11,20 @@ import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any, Generic, ParamSpec
 
-from dagnb.cache.keys import CACHE_FORMAT, StepKey, code_text, key_digest, shown
+from dagnb.cache.keys import (
+    CACHE_FORMAT,
+    StepKey,
+    code_text,
+    environ_digests,
+    environ_shown,
+    key_digest,
+    shown,
+)
 from dagnb.checks import user_stacklevel
 from dagnb.errors import ConfigError, FingerprintError
 from dagnb.fingerprint import (
     code_with_values,
+    environ_read,
     global_values,
     object_digest,
     signature_of,
@@ -148,7 +157,7 @@ class CallKeys(Generic[P]):
         code = code_with_values(self.keyed)
         template = self.template
         if (template is not None and not code[1] and not kwargs
-                and len(args) == len(self.labels)):
+                and len(args) == len(self.labels) and not environ_read(self.keyed)):
             try:
                 return text_digest(template.format(code[0], *map(value_digest, args)))
             except FingerprintError as exc:
@@ -175,6 +184,7 @@ class CallKeys(Generic[P]):
             raise self._named(exc, args, kwargs) from exc.__cause__
         for name, value in variables.items():
             components[f"var:{name}"] = self._variable_digest(name, value)
+        components.update(environ_digests(self.keyed))  # (``os.environ["REGION"]``)
         return components
 
     def _named(self, exc: FingerprintError, args: tuple[Any, ...],
@@ -257,6 +267,7 @@ class CallKeys(Generic[P]):
             describe[f"arg:{name}"] = shown(name, value, mask)
         for name, value in global_values(self.keyed).items():
             describe[f"var:{name}"] = shown(name, value, mask)
+        describe.update(environ_shown(components))
         if mask is not None:
             describe = {label: mask(text) for label, text in describe.items()}
         return StepKey(key_digest(components), components, describe)

@@ -31,6 +31,7 @@ from dagnb.errors import CacheError, FingerprintError, UnfingerprintableVariable
 from dagnb.fingerprint import (
     code_source_parts,
     code_with_values,
+    environ_read,
     get_hash_algorithm,
     path_digest,
     text_digest,
@@ -217,8 +218,10 @@ def step_key(
             _add_code(components, describe, step, code, mask)
     if step.func is None and not container:  # (in a container the host's are not seen)
         _add_host_variables(components, describe, step, mask)
-    elif container is False and step.executor != "dask":  # (dask moves it to its folder)
-        _add_process_folder(components, describe, step, Path(base_dir))
+    elif not container:  # (a Python step on this machine: the variables its code reads)
+        _add_environ_reads(components, describe, step, mask)
+        if container is False and step.executor != "dask":  # (dask: to its folder)
+            _add_process_folder(components, describe, step, Path(base_dir))
     for host, target in step.mounts.items():
         label = _mount_label(host, components)
         components[label], listing = _mount_digest(step, Path(base_dir), host, target,
@@ -442,9 +445,50 @@ def _add_host_variables(components: dict[str, str], describe: dict[str, str], st
     result made with another value is another result. Left out: those the step sets
     (``env``), its secrets, and a value holding a secret's (the run's, or of a variable
     named as one): a secret's value goes in no key."""
-    names = _host_names(step.run)
-    if not names:  # (most steps)
-        return
+    _add_host_names(components, describe, step, _host_names(step.run), mask)
+
+
+def _add_environ_reads(components: dict[str, str], describe: dict[str, str], step: Step,
+                       mask: Callable[[str], str] | None) -> None:
+    """The ``host_var:<name>`` components of a Python step run on this machine: the
+    variables its code reads by a name written in it (``os.environ["REGION"]``,
+    ``os.getenv("REGION")``), as a shell step's ``$REGION``, by the same rules."""
+    names = environ_read(step.func)
+    if names:  # (most steps read none)
+        _add_host_names(components, describe, step, _keyable(names), mask)
+
+
+def environ_digests(func: Callable[..., Any]) -> dict[str, str]:
+    """A cached function's ``host_var:<name>`` components (``dagnb.Memory``): the
+    variables its code reads by a name written in it, by their values now, as a Python
+    step's; the machine's and the secrets' left out."""
+    names = environ_read(func)
+    if not names:  # (most functions read none: every hit asks)
+        return {}
+    found = {}
+    for name in _keyable(names):
+        value = os.environ.get(name)
+        if value is None or not _holds_secret(value, None):
+            found[f"{HOST_VARIABLE}:{name}"] = _text_digest(_canonical(value))
+    return found
+
+
+def environ_shown(components: Mapping[str, str]) -> dict[str, str]:
+    """How explain shows the ``host_var:<name>`` components among ``components``: each
+    variable's value now, short (one named as a secret: not shown)."""
+    prefix = f"{HOST_VARIABLE}:"
+    return {label: _host_value_shown(label[len(prefix):], os.environ.get(label[len(prefix):]))
+            for label in components if label.startswith(prefix)}
+
+
+def _keyable(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The names read that a key counts: not the machine's, not one named as a secret."""
+    return tuple(name for name in names if name not in _MACHINE_VARIABLES
+                 and not name.startswith(_MACHINE_PREFIXES) and not named_surely_secret(name))
+
+
+def _add_host_names(components: dict[str, str], describe: dict[str, str], step: Step,
+                    names: tuple[str, ...], mask: Callable[[str], str] | None) -> None:
     for name in names:
         if name in step.env or name in step.secrets:
             continue

@@ -44,7 +44,7 @@ class _CodeRecord:
     """A function's digest plus what it was computed from, to notice a stale entry."""
 
     __slots__ = ("algorithm", "cells", "checked_at", "code_only", "contents", "deps", "digest",
-                 "functions", "held", "home", "imported", "in_value", "looked", "parts",
+                 "environ", "functions", "held", "home", "imported", "in_value", "looked", "parts",
                  "seen", "shapes", "sources", "table", "unimported", "variables")
 
     def __init__(self, digest: str, walker: _CodeWalker) -> None:
@@ -53,6 +53,8 @@ class _CodeRecord:
         self.deps, self.cells, self.parts = walker.deps, walker.cells, walker.parts
         self.variables, self.home = walker.variables, walker.home
         self.contents = walker.contents
+        # the environment variables its code reads by name, less those it sets itself
+        self.environ = tuple(sorted(walker.environ_read - walker.environ_set))
         # The function itself is not kept: the record is the value of a weak-keyed cache.
         self.functions = [(None, *state) for _, *state in walker.functions[:1]]
         self.functions += walker.functions[1:]
@@ -499,6 +501,21 @@ def globals_read(func: Callable[..., Any]) -> frozenset[str]:
     home = target.__globals__
     return frozenset(label for label, where in _record(target).variables.items()
                      if where is home)
+
+
+def environ_read(func: Callable[..., Any]) -> tuple[str, ...]:
+    """The environment variables the code of ``func`` and of the helpers its digest covers
+    reads by a name written in it (``os.environ["REGION"]``, ``os.getenv("REGION")``),
+    less those it sets: see :mod:`dagnb.fingerprint.environ`. Asked just after
+    :func:`code_with_values` (a step's key), the record it checked is taken as it is."""
+    if type(func) is types.FunctionType:
+        found = _CODE_CACHE.entries.get(id(func))
+        if found is not None and found[0]() is func:
+            return found[1].environ
+    target, _ = _unwrap(func)
+    if not isinstance(target, types.FunctionType):
+        return ()
+    return _record(target).environ
 
 
 def missing_globals(func: Callable[..., Any]) -> list[str]:

@@ -16,6 +16,7 @@ from functools import partial
 from typing import Any
 
 from dagnb.checks import short_repr
+from dagnb.fingerprint.environ import environ_names
 from dagnb.fingerprint.hashers import new_hasher
 from dagnb.fingerprint.members import (
     _class_functions,
@@ -90,6 +91,9 @@ class _CodeWalker:
         # file: (name, file, its digest) (see :mod:`.first_imports`)
         self.unimported: list[tuple[str, str, str]] = []
         self.in_class = 0  # how deep in walks of classes' methods (and their helpers)
+        # environment variables the code reads, and sets, by a name written in it
+        self.environ_read: set[str] = set()
+        self.environ_set: set[str] = set()
 
     def feed(self, *texts: str, into: tuple[Any, ...] | None = None) -> None:
         for h in into or (self.h, self.h_code):
@@ -108,6 +112,9 @@ class _CodeWalker:
         if self.home is None:
             self.home = func.__globals__
         self.functions.append((func, func.__code__, func.__defaults__, func.__kwdefaults__))
+        read, written = environ_names(func.__code__, func.__globals__)
+        self.environ_read |= read
+        self.environ_set |= written
         normalized = _normalized_source(func)
         if normalized is None:
             self.feed("bytecode", _bytecode_digest(func.__code__, func.__doc__))

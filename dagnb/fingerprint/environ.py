@@ -1,0 +1,127 @@
+"""The environment variables Python code reads by a name written in it.
+
+``os.environ["REGION"]``, ``os.environ.get("REGION")``, ``os.getenv("REGION")``,
+``"REGION" in os.environ``, and the same through ``from os import environ, getenv``:
+a step's key counts such a variable's value as it counts a shell step's ``$REGION``
+(:func:`dagnb.cache.keys.step_key`), so a result made with another value is not served.
+
+Read from the bytecode (no source needed), the same on Python 3.10 to 3.13. A name the
+code also sets (``os.environ["X"] = ...``, ``setdefault``, ``pop``, ``del``) is left
+out: the run itself changes it, and keyed, it would move the key of the next run in
+the same process. A name computed at run time (``os.environ[name]``) cannot be keyed.
+"""
+
+from __future__ import annotations
+
+import dis
+import functools
+import os
+import types
+from collections.abc import Iterator
+
+__all__ = ["environ_names"]
+
+# instructions between the parts of ``os.environ.get("X")`` in some Python versions
+_BETWEEN = frozenset({"CACHE", "PUSH_NULL", "PRECALL", "KW_NAMES", "NOP", "EXTENDED_ARG"})
+_LOADS = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "LOAD_FAST", "LOAD_DEREF",
+                    "LOAD_FAST_CHECK", "LOAD_CLASSDEREF"})
+_ATTRIBUTES = frozenset({"LOAD_ATTR", "LOAD_METHOD"})
+_GETTERS = frozenset({"get", "getenv"})  # read a value
+_SETTERS = frozenset({"setdefault", "pop", "putenv", "unsetenv", "update"})  # (update: by
+#                                                                  what it is given, unknown)
+_ENVIRON, _GETTER, _SETTER = "environ", "getter", "setter"
+
+
+def environ_names(code: types.CodeType, namespace: dict[str, object]) -> tuple[frozenset[str],
+                                                                            frozenset[str]]:
+    """(names read, names set) by constant in ``code`` and the code nested in it (its
+    comprehensions, lambdas and inner functions); ``namespace``: its globals, where
+    ``environ`` and ``getenv`` must be os's to count."""
+    found = [_names_in(nested) for nested in _nested(code)]
+    read = frozenset().union(*(r for r, _ in found))
+    written = frozenset().union(*(w for _, w in found))
+    return _own_names(read, namespace), written
+
+
+def _own_names(read: frozenset[str], namespace: dict[str, object]) -> frozenset[str]:
+    """Drop the reads through a bare ``environ``/``getenv`` that is not os's (a global of
+    another meaning): they are marked with a leading NUL by :func:`_names_in`."""
+    kept = set()
+    for name in read:
+        if name.startswith("\0"):
+            via, name = name[1:].split("\0", 1)
+            held = namespace.get(via, os.environ if via == "environ" else os.getenv)
+            if held is not (os.environ if via == "environ" else os.getenv):
+                continue
+        kept.add(name)
+    return frozenset(kept)
+
+
+def _nested(code: types.CodeType) -> Iterator[types.CodeType]:
+    yield code
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _nested(const)
+
+
+@functools.lru_cache(maxsize=4096)
+def _names_in(code: types.CodeType) -> tuple[frozenset[str], frozenset[str]]:
+    """Names read and set in this one code object (a bare ``environ``'s or ``getenv``'s
+    reads marked ``\\0via\\0NAME``: whether it is os's is for the globals to say)."""
+    if "environ" not in code.co_names and "getenv" not in code.co_names and (
+            "environ" not in code.co_varnames and "getenv" not in code.co_varnames):
+        return frozenset(), frozenset()  # (most code: nothing to look at)
+    read: set[str] = set()
+    written: set[str] = set()
+    state, via, before = "", "", None  # what the last loads make; the constant before them
+    previous: object = None
+    for instruction in dis.get_instructions(code):
+        op, value = instruction.opname, instruction.argval
+        if op in _BETWEEN:
+            continue
+        if op in _LOADS:
+            if value == "os":
+                state, via, before = "os", "", previous
+            elif value in ("environ", "getenv"):
+                state = _ENVIRON if value == "environ" else _GETTER
+                via, before = f"\0{value}\0", previous
+            else:
+                state = ""
+        elif op in _ATTRIBUTES and state:
+            state = _after_attribute(state, value)
+        elif op == "LOAD_CONST" and state in (_ENVIRON, _GETTER, _SETTER):
+            text = value if isinstance(value, str) else None
+            if text is not None and state == _GETTER:
+                read.add(via + text)
+            elif text is not None and state == _SETTER:
+                written.add(text)
+            state = "subscript:" + text if text is not None and state == _ENVIRON else ""
+        elif state.startswith("subscript:"):
+            name = state.split(":", 1)[1]
+            if op == "BINARY_SUBSCR":
+                read.add(via + name)
+            elif op in ("STORE_SUBSCR", "DELETE_SUBSCR"):
+                written.add(name)
+            state = ""
+        elif op == "CONTAINS_OP" and state == _ENVIRON and isinstance(before, str):
+            read.add(via + before)
+            state = ""
+        else:
+            state = ""
+        previous = instruction.argval if op == "LOAD_CONST" else None
+    return frozenset(read), frozenset(written)
+
+
+def _after_attribute(state: str, attribute: object) -> str:
+    """``os`` -> ``os.environ`` or ``os.getenv``; ``os.environ`` -> ``.get`` or a setter."""
+    if state == "os":
+        if attribute == "environ":
+            return _ENVIRON
+        if attribute == "getenv":
+            return _GETTER
+        return _SETTER if attribute in ("putenv", "unsetenv") else ""
+    if state == _ENVIRON:
+        if attribute in _GETTERS:
+            return _GETTER
+        return _SETTER if attribute in _SETTERS else ""
+    return ""

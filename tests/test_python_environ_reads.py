@@ -1,0 +1,158 @@
+"""A Python step is keyed by the environment variables its code reads by a name written
+in it (``os.environ["REGION"]``, ``os.getenv("REGION")``), as a shell step is by
+``$REGION``: before, a run with another value was served the first value's result.
+Those it sets itself, its secrets, the machine's and a container run's stay out."""
+
+from __future__ import annotations
+
+import os
+from os import environ, getenv
+from pathlib import Path
+
+import pytest
+
+import dagnb
+from dagnb.cache import step_key
+from dagnb.fingerprint.environ import environ_names
+from dagnb.model.step import Step
+
+NAMES = ("REGION", "ZONE", "TIER", "MODE", "SEEN", "SET_HERE", "LATER", "DB_PASS", "API_TOKEN")
+
+
+@pytest.fixture(autouse=True)
+def clean(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    for name in NAMES:
+        monkeypatch.delenv(name, raising=False)
+    return tmp_path
+
+
+def every_way() -> tuple[object, ...]:
+    items = [os.getenv(n) for n in ("DYNAMIC",)]  # (a name made at run time: not seen)
+    return (os.environ["REGION"], os.environ.get("ZONE", "z"), os.getenv("TIER"),
+            environ.get("MODE"), getenv("LATER"), "SEEN" in os.environ, items)
+
+
+def sets_its_own() -> str:
+    os.environ["SET_HERE"] = "1"
+    os.environ.setdefault("MODE", "fast")
+    return os.environ["SET_HERE"] + os.environ["MODE"]
+
+
+def _region_helper() -> str:
+    return os.environ.get("REGION", "none")
+
+
+def through_a_helper() -> str:
+    return _region_helper()
+
+
+def reads_home_and_a_secret() -> str:
+    return os.environ.get("HOME", "") + os.environ.get("API_TOKEN", "")
+
+
+def reads_a_password() -> str:
+    return os.environ["DB_PASS"]
+
+
+def region() -> str:
+    return os.environ.get("REGION", "none")
+
+
+def test_the_names_read_and_set_are_found_in_the_bytecode() -> None:
+    read, written = environ_names(every_way.__code__, every_way.__globals__)
+    assert read == {"REGION", "ZONE", "TIER", "MODE", "LATER", "SEEN"}
+    assert written == set()
+    read, written = environ_names(sets_its_own.__code__, sets_its_own.__globals__)
+    assert written == {"SET_HERE", "MODE"}
+
+
+def test_a_bare_environ_that_is_not_oss_counts_nothing() -> None:
+    namespace = {"environ": {"REGION": "mine"}, "getenv": os.getenv}
+    code = compile('def f():\n    return environ["REGION"], getenv("ZONE")\n', "<t>", "exec")
+    inner = next(c for c in code.co_consts if hasattr(c, "co_code"))
+    assert environ_names(inner, namespace)[0] == {"ZONE"}
+
+
+def _components(func: object, **options: object) -> dict[str, str]:
+    return dict(step_key(Step("s", func=func), upstream_digests={}, base_dir=Path("."),
+                         **options).components)
+
+
+def test_each_variable_read_is_a_component_and_its_value_moves_the_key(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    labels = {label for label in _components(every_way) if label.startswith("host_var:")}
+    assert labels == {f"host_var:{n}" for n in ("REGION", "ZONE", "TIER", "MODE", "LATER",
+                                                "SEEN")}
+    before = _components(every_way)
+    monkeypatch.setenv("TIER", "gold")
+    after = _components(every_way)
+    # (``var:environ`` too: a global imported from os counts by value, as ever)
+    assert {k for k in after if after[k] != before[k] and k.startswith("host_var:")} == {
+        "host_var:TIER"}
+
+
+def test_a_container_run_and_the_names_it_sets_leave_no_component() -> None:
+    assert not any(k.startswith("host_var:") for k in _components(every_way, container=True))
+    assert not any(k.startswith("host_var:") for k in _components(sets_its_own))
+
+
+def test_machine_variables_and_secrets_leave_no_component(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("API_TOKEN", "tok-Qx7Rv2Lm9Pw4Zk8N")
+    assert not any(k.startswith("host_var:") for k in _components(reads_home_and_a_secret))
+    monkeypatch.setenv("DB_PASS", "pw-Hd3Jf8Ks2Mn6")  # (named like one: keyed, never shown)
+    shown = step_key(Step("s", func=reads_a_password), upstream_digests={},
+                     base_dir=Path(".")).describe
+    assert shown["host_var:DB_PASS"] == "<not shown>" and "pw-Hd3" not in repr(shown)
+    declared = Step("s", func=region, secrets=["REGION"])
+    monkeypatch.setenv("REGION", "eu-secret-value")
+    key = step_key(declared, upstream_digests={}, base_dir=Path("."))
+    assert "host_var:REGION" not in key.components
+    assert "eu-secret-value" not in repr(key.describe)
+
+
+def test_a_step_runs_again_when_a_variable_it_reads_changes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    graph = dagnb.Graph("env", [dagnb.Step("r", func=region),
+                                dagnb.Step("h", func=through_a_helper)])
+
+    def run() -> dagnb.Run:
+        return graph.run(cache_directory="cache", executor="local")
+
+    monkeypatch.setenv("REGION", "eu")
+    assert set(run().states().values()) == {"succeeded"}
+    monkeypatch.setenv("REGION", "ap")
+    done = run()
+    assert done.states() == {"r": "succeeded", "h": "succeeded"}
+    assert (done.result("r"), done.result("h")) == ("ap", "ap")
+    assert set(run().states().values()) == {"cached"}
+    monkeypatch.setenv("REGION", "us")
+    assert graph.explain("r", cache_directory="cache") == [
+        "host variable REGION changed: ap → us"]
+
+
+def test_a_step_that_sets_a_variable_stays_cached_in_the_same_process(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    graph = dagnb.Graph("own", [dagnb.Step("s", func=sets_its_own)])
+    first = graph.run(cache_directory="cache", executor="local")
+    assert first.states() == {"s": "succeeded"} and os.environ["SET_HERE"] == "1"
+    assert graph.run(cache_directory="cache", executor="local").states() == {"s": "cached"}
+
+
+def test_a_memory_cached_function_misses_when_a_variable_it_reads_changes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+
+    def scaled(x: int) -> tuple[int, str]:
+        calls.append(x)
+        return x, os.environ.get("REGION", "none")
+
+    cached = dagnb.Memory("mem").cache(scaled)
+    monkeypatch.setenv("REGION", "eu")
+    assert cached(1) == (1, "eu")
+    assert cached(1) == (1, "eu") and len(calls) == 1
+    monkeypatch.setenv("REGION", "ap")
+    assert cached(1) == (1, "ap") and len(calls) == 2
+    monkeypatch.setenv("REGION", "eu")  # (its own entry: a hit)
+    assert cached(1) == (1, "eu") and len(calls) == 2
