@@ -221,7 +221,7 @@ def step_key(
     elif not container:  # (a Python step on this machine: the variables its code reads)
         _add_environ_reads(components, describe, step, mask)
         if container is False and step.executor != "dask":  # (dask: to its folder)
-            _add_process_folder(components, describe, step, Path(base_dir))
+            _add_process_folder(components, describe, step, base_dir)
     for host, target in step.mounts.items():
         label = _mount_label(host, components)
         components[label], listing = _mount_digest(step, Path(base_dir), host, target,
@@ -509,7 +509,7 @@ _ELSEWHERE: dict[tuple[Any, ...], str | None] = {}
 
 
 def _add_process_folder(components: dict[str, str], describe: dict[str, str], step: Step,
-                        base_dir: Path) -> None:
+                        base_dir: Path | str) -> None:
     """A ``started_in`` component naming the folder this process runs in, for a Python
     step run in it: the step runs there (the process has one folder), and reads
     ``Path("data")`` there. Only when a shell step would start in another (its workdir,
@@ -522,7 +522,8 @@ def _add_process_folder(components: dict[str, str], describe: dict[str, str], st
         resolved = str(Path(here).resolve())
         if len(_ELSEWHERE) >= _TEXT_MEMO_LIMIT:
             _ELSEWHERE.clear()
-        _ELSEWHERE[memo] = None if resolved == str(_shell_folder(step, base_dir)) else resolved
+        shell_folder = str(_shell_folder(step, Path(base_dir)))
+        _ELSEWHERE[memo] = None if resolved == shell_folder else resolved
     folder = _ELSEWHERE[memo]
     if folder is not None:
         components[STARTED_IN] = _text_digest(folder)
