@@ -271,6 +271,13 @@ _NAMED = re.compile(r"\$\{?[#!]?([A-Za-z_][A-Za-z0-9_]*)")
 _PYTHON_READ = re.compile(
     r"""(?:\b(?:environ\s*\[|environ\.get\(|getenv\()|\bENVIRON\s*\[)\s*\\?(?P<q>['"])"""
     r"""([A-Za-z_][A-Za-z0-9_]*)\\?(?P=q)""")
+# Other tongues a shell step runs, reading one by its literal name: Perl's
+# ``$ENV{X}``/``$ENV{'X'}``, Node's ``process.env.X``/``process.env["X"]``, Ruby's
+# ``ENV["X"]``/``ENV.fetch("X")``.
+_OTHER_READ = re.compile(
+    r"""\$ENV\{\s*\\?['"]?([A-Za-z_][A-Za-z0-9_]*)\\?['"]?\s*\}"""
+    r"""|\bprocess\.env(?:\.([A-Za-z_][A-Za-z0-9_]*)\b|\[\s*\\?['"]([A-Za-z_][A-Za-z0-9_]*)\\?['"])"""
+    r"""|\bENV(?:\s*\[|\.fetch\(\s*)\s*\\?['"]([A-Za-z_][A-Za-z0-9_]*)\\?['"]""")
 # ``printenv`` and the words after it up to the command's end: the names it prints.
 _PRINTENV = re.compile(r"""\bprintenv\b(?![-.=])([^;&|<>()`#\n]*)""")
 _PRINTED = re.compile(r"""(?<![^\s'"])['"]?([A-Za-z_][A-Za-z0-9_]*)['"]?(?![^\s])""")
@@ -279,9 +286,12 @@ _PRINTED = re.compile(r"""(?<![^\s'"])['"]?([A-Za-z_][A-Za-z0-9_]*)['"]?(?![^\s]
 def _reads(text: str) -> list[tuple[int, str]]:
     """Where ``text`` reads a variable, and its name: by the shell (``$X``, ``printenv
     X``), by Python or by awk."""
-    reads = [(found.start(), found.group(1)) for found in _NAMED.finditer(text)]
-    if "env" in text or "ENVIRON" in text:  # (most commands read none so)
+    reads = [(found.start(), found.group(1)) for found in _NAMED.finditer(text)
+             if found.group(1) != "ENV" or not text.startswith("{", found.end())]  # (Perl's)
+    if "env" in text or "ENV" in text:  # (most commands read none so)
         reads.extend((found.start(), found.group(2)) for found in _PYTHON_READ.finditer(text))
+        reads.extend((found.start(), next(name for name in found.groups() if name))
+                     for found in _OTHER_READ.finditer(text))
         for command in _PRINTENV.finditer(text):
             reads.extend((command.start(1) + name.start(1), name.group(1))
                          for name in _PRINTED.finditer(command.group(1)))
@@ -296,9 +306,13 @@ _COMMAND_END = r"""[ \t]*(?=$|[;&|<>)}`#])"""
 # ``env`` or ``printenv`` with options alone (``env | grep '^REGION='``); bash's
 # ``export`` (``-p``), ``declare``/``typeset`` (``-p``, ``-x``) and a bare ``set``, which
 # print every variable (``set -e``, ``export FOO=1``, ``declare -f``: no such dump).
+# ``env -u NAME`` with no command prints the rest; bash's ``compgen -e`` (``-A export``)
+# lists every exported name, for a loop to read them all.
 _WHOLE_ENVIRONMENT = re.compile(
-    _COMMAND_START + r"""((?:\S*/)?(?:env|printenv)(?:[ \t]+-[-\w]*)*"""
-    r"""|export(?:[ \t]+-[pn]+)*|(?:declare|typeset)(?:[ \t]+-[pxg]+)*|set)"""
+    _COMMAND_START + r"""((?:\S*/)?(?:env|printenv)"""
+    r"""(?:[ \t]+(?:-u[ \t]*\w+|--unset(?:=|[ \t]+)\w+|-[-\w]*))*"""
+    r"""|export(?:[ \t]+-[pn]+)*|(?:declare|typeset)(?:[ \t]+-[pxg]+)*|set"""
+    r"""|compgen[ \t]+(?:-e|-A[ \t]*export))"""
     + _COMMAND_END, re.MULTILINE)
 # Python run by the text taking ``os.environ`` whole (``dict(os.environ)``,
 # ``os.environ.items()``, ``.copy()``, ``{**os.environ}``, ``for k in os.environ``), and
@@ -309,9 +323,13 @@ _WHOLE_PYTHON_ENVIRONMENT = re.compile(
     r"""(?:os\s*\.\s*)?environ\s*[,)]"""
     r"""|\*\*\s*(?:os\s*\.\s*)?environ\b"""
     r"""|\bfor\s+\w+(?:\s*,\s*\w+)*\s+in\s+(?:os\s*\.\s*)?environ\b(?!\s*[.\[])"""
-    r"""|\bfor\s*\(\s*\w+\s+in\s+ENVIRON\s*\)""")
+    r"""|\bfor\s*\(\s*\w+\s+in\s+ENVIRON\s*\)"""
+    # Perl's ``%ENV`` (``keys %ENV``), Node's ``process.env`` taken whole
+    # (``JSON.stringify(process.env)``, ``{...process.env}``), Ruby's ``ENV.to_h``...
+    r"""|%ENV\b|\bprocess\.env\b(?!\s*[.\[])"""
+    r"""|\bENV\.(?:to_h|to_hash|to_a|each\w*|keys|values|inspect|select|map|filter)\b""")
 # Words without which a text reads no whole environment (most commands: no regex run).
-_WHOLE_ENVIRONMENT_WORDS = ("env", "ENVIRON", "export", "declare", "typeset", "set")
+_WHOLE_ENVIRONMENT_WORDS = ("env", "ENV", "export", "declare", "typeset", "set", "compgen")
 
 
 @functools.lru_cache(maxsize=1024)  # (each key of a step run here asks)

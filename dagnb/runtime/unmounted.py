@@ -494,17 +494,28 @@ def _environment_message(step: str, seen: str) -> str:
     """The warning for ``step``, whose text reads its whole environment by ``seen``
     (``env``, ``export -p``, ``dict(os.environ)``), with the way to name one variable
     in the same tongue: the shell's, Python's or awk's."""
-    if "environ" in seen:
-        how = f"reads its whole environment ({seen} in Python it runs)"
-        named = 'os.environ["REGION"]'
-    elif "ENVIRON" in seen:
-        how, named = f"reads its whole environment ({seen} in awk)", 'ENVIRON["REGION"]'
+    tongue = next((said for mark, said in _TONGUES if mark in seen), None)
+    if tongue is not None:
+        how, named = f"reads its whole environment ({seen} in {tongue[0]})", tongue[1]
+    elif seen.startswith("compgen"):
+        how = f"lists its whole environment ({seen}, every exported name)"
+        named = '"$REGION", printenv REGION'
     else:
         how = f"prints its whole environment ({_dump_said(seen)})"
         named = '"$REGION", printenv REGION'
     return (f"step {step!r} was served from the cache, but it {how}, whose variables its key "
             f"does not hold: the result may be stale; name each variable it reads ({named}), "
             "which then counts in its key, or set it in the step's env")
+
+
+# what in a whole-environment read says its tongue: (mark, (tongue, one variable named))
+_TONGUES = (
+    ("environ", ("Python it runs", 'os.environ["REGION"]')),
+    ("ENVIRON", ("awk", 'ENVIRON["REGION"]')),
+    ("%ENV", ("Perl it runs", "$ENV{REGION}")),
+    ("process.env", ("Node it runs", "process.env.REGION")),
+    ("ENV.", ("Ruby it runs", 'ENV["REGION"]')),
+)
 
 
 def _dump_said(command: str) -> str:
