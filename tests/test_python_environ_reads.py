@@ -60,10 +60,10 @@ def region() -> str:
 
 
 def test_the_names_read_and_set_are_found_in_the_bytecode() -> None:
-    read, written = environ_names(every_way.__code__, every_way.__globals__)
+    read, written, _ = environ_names(every_way.__code__, every_way.__globals__)
     assert read == {"REGION", "ZONE", "TIER", "MODE", "LATER", "SEEN"}
     assert written == set()
-    read, written = environ_names(sets_its_own.__code__, sets_its_own.__globals__)
+    read, written, _ = environ_names(sets_its_own.__code__, sets_its_own.__globals__)
     assert written == {"SET_HERE", "MODE"}
 
 
@@ -156,3 +156,60 @@ def test_a_memory_cached_function_misses_when_a_variable_it_reads_changes(
     assert cached(1) == (1, "ap") and len(calls) == 2
     monkeypatch.setenv("REGION", "eu")  # (its own entry: a hit)
     assert cached(1) == (1, "eu") and len(calls) == 2
+
+
+def takes_it_whole() -> list[str]:
+    return sorted(name for name in os.environ if name.startswith("REG"))
+
+
+def builds_a_child_environment() -> dict[str, str]:
+    return {**os.environ, "EXTRA": "1"}
+
+
+def reads_by_a_made_name(prefix: str = "REG") -> str | None:
+    return os.environ.get(prefix + "ION")
+
+
+@pytest.mark.parametrize(("func", "unkeyed"), [
+    (takes_it_whole, {"whole"}), (builds_a_child_environment, {"whole"}),
+    (reads_by_a_made_name, {"dynamic"}), (region, set()), (sets_its_own, set()),
+    (every_way, {"dynamic"}),
+])
+def test_the_reads_no_key_can_name_are_found(func: object, unkeyed: set[str]) -> None:
+    code = func.__code__  # type: ignore[attr-defined]
+    assert environ_names(code, func.__globals__)[2] == unkeyed  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("func", "said"), [
+    (takes_it_whole, "its code reads its whole environment (dict(os.environ), .items(), "
+                     "a loop over it, env=os.environ)"),
+    (reads_by_a_made_name, "its code reads variables by names made at run time "
+                           "(os.environ[name], os.getenv(name))"),
+])
+def test_a_step_reading_what_no_key_can_name_is_warned_of_once_on_a_hit(
+        monkeypatch: pytest.MonkeyPatch, func: object, said: str) -> None:
+    import warnings
+
+    import dagnb.runtime.unmounted as unmounted
+    from dagnb.runtime.unmounted import UnkeyedEnvironmentWarning
+
+    for name, empty in (("_PRINTS_ENVIRONMENT", {}), ("_WARNED_ENVIRONMENT", set())):
+        monkeypatch.setattr(unmounted, name, empty)
+    graph = dagnb.Graph("whole", [dagnb.Step("w", func=func)])
+
+    def run() -> tuple[str, list[str]]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            state = graph.run(cache_directory="cache", executor="local").states()["w"]
+        return state, [str(w.message) for w in caught
+                       if issubclass(w.category, UnkeyedEnvironmentWarning)]
+
+    monkeypatch.setenv("REGION", "eu")
+    assert run() == ("succeeded", [])
+    monkeypatch.setenv("REGION", "ap")
+    assert run() == ("cached", [
+        f"step 'w' was served from the cache, but {said}, whose values its key does not "
+        "hold: the result may be stale; read each variable it needs by a name written in "
+        'the code (os.environ["REGION"]), which then counts in its key, or pass it as a '
+        "param"])
+    assert run() == ("cached", [])  # (once a step and process)

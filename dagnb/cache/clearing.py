@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from dagnb.cache.store import Store
 
 __all__ = ["age_option", "check_clear_options", "check_clear_scope", "held_step",
-           "kept_in_store"]
+           "in_memory_only", "kept_in_store"]
 
 
 def age_option(given: str | None, option: str) -> float | None:
@@ -105,7 +105,14 @@ def kept_in_store(given: str | None, then: str) -> str:
     url = str(settings().cache_directory) if given is None else given
     if not checks.is_url(url):
         return ""
+    if in_memory_only(url):  # (no other process, machine or kernel ever sees it)
+        return f" (the local tier); the store {url} keeps its entries, in this process only"
     return f" (the local tier); the store {checks.redacted(url)} keeps its entries{then}"
+
+
+def in_memory_only(url: str) -> bool:
+    """Whether ``url`` names fsspec's memory store, which lives in this process alone."""
+    return url.lower().startswith("memory:")
 
 
 def _named_plainly(plain: str, held: list[str]) -> list[str]:

@@ -574,9 +574,8 @@ class Memory:
         if warn and self.store is not None and is_url(os.fspath(self.location or "")):
             # (a new process downloads the store's copies again: said, not left to find)
             _log.warning("[%r]: Flushing the cache of every cached function in the local "
-                         "tier %r only; the store keeps its copies, which another process "
-                         "downloads again (the bucket's lifecycle rules remove them)",
-                         self, str(self.store.location))
+                         "tier %r only; the store keeps its copies%s", self,
+                         str(self.store.location), _kept_how(os.fspath(self.location or "")))
         elif warn:
             _log.warning("[%r]: Flushing the cache of every cached function", self)
         if self.store is None:
@@ -1418,3 +1417,15 @@ def _memory_of(spec: tuple[Any, ...]) -> Memory:
         if shared is not None:
             _REBUILT[shared] = memory
     return memory
+
+
+def _kept_how(url: str) -> str:
+    """What becomes of a store's copies a clear of the local tier left there."""
+    from dagnb.cache.clearing import in_memory_only
+
+    if in_memory_only(url):  # (fsspec's memory store: this process's alone)
+        return ", in this process only (a memory:// store ends with it)"
+    if url.lower().startswith("file:"):
+        return (", which another process downloads again (they stay in its folder until "
+                "deleted there)")
+    return ", which another process downloads again (the bucket's lifecycle rules remove them)"

@@ -44,8 +44,9 @@ class _CodeRecord:
     """A function's digest plus what it was computed from, to notice a stale entry."""
 
     __slots__ = ("algorithm", "cells", "checked_at", "code_only", "contents", "deps", "digest",
-                 "environ", "functions", "held", "home", "imported", "in_value", "looked", "parts",
-                 "seen", "shapes", "sources", "table", "unimported", "variables")
+                 "environ", "environ_unkeyed", "functions", "held", "home", "imported",
+                 "in_value", "looked", "parts", "seen", "shapes", "sources", "table",
+                 "unimported", "variables")
 
     def __init__(self, digest: str, walker: _CodeWalker) -> None:
         self.digest, self.algorithm = digest, hashers._ALGORITHM
@@ -55,6 +56,7 @@ class _CodeRecord:
         self.contents = walker.contents
         # the environment variables its code reads by name, less those it sets itself
         self.environ = tuple(sorted(walker.environ_read - walker.environ_set))
+        self.environ_unkeyed = frozenset(walker.environ_unkeyed)
         # The function itself is not kept: the record is the value of a weak-keyed cache.
         self.functions = [(None, *state) for _, *state in walker.functions[:1]]
         self.functions += walker.functions[1:]
@@ -516,6 +518,21 @@ def environ_read(func: Callable[..., Any]) -> tuple[str, ...]:
     if not isinstance(target, types.FunctionType):
         return ()
     return _record(target).environ
+
+
+def environ_unkeyed(func: Callable[..., Any]) -> frozenset[str]:
+    """How the code of ``func`` (and of the helpers its digest covers) reads the
+    environment in ways no key can name: :data:`~dagnb.fingerprint.environ.WHOLE`
+    (``dict(os.environ)``, ``.items()``, a loop over it, ``env=os.environ.copy()``),
+    :data:`~dagnb.fingerprint.environ.DYNAMIC` (``os.environ[name]``)."""
+    if type(func) is types.FunctionType:  # (as environ_read: just after a key's check)
+        found = _CODE_CACHE.entries.get(id(func))
+        if found is not None and found[0]() is func:
+            return found[1].environ_unkeyed
+    target, _ = _unwrap(func)
+    if not isinstance(target, types.FunctionType):
+        return frozenset()
+    return _record(target).environ_unkeyed
 
 
 def missing_globals(func: Callable[..., Any]) -> list[str]:

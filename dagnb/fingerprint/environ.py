@@ -19,7 +19,7 @@ import os
 import types
 from collections.abc import Iterator
 
-__all__ = ["environ_names"]
+__all__ = ["DYNAMIC", "WHOLE", "environ_names"]
 
 # instructions between the parts of ``os.environ.get("X")`` in some Python versions
 _BETWEEN = frozenset({"CACHE", "PUSH_NULL", "PRECALL", "KW_NAMES", "NOP", "EXTENDED_ARG"})
@@ -30,17 +30,27 @@ _GETTERS = frozenset({"get", "getenv"})  # read a value
 _SETTERS = frozenset({"setdefault", "pop", "putenv", "unsetenv", "update"})  # (update: by
 #                                                                  what it is given, unknown)
 _ENVIRON, _GETTER, _SETTER = "environ", "getter", "setter"
+_DYNAMIC_SUBSCRIPT = "environ[...]"  # ``os.environ`` then a variable: read, set or passed
+_WHOLE_BY = frozenset({"copy", "items", "keys", "values", "__iter__"})  # take it whole
 
 
-def environ_names(code: types.CodeType, namespace: dict[str, object]) -> tuple[frozenset[str],
-                                                                            frozenset[str]]:
+# reads no key can name, as :func:`environ_names` reports them
+WHOLE = "whole"  # ``os.environ`` taken as a value: ``dict(os.environ)``, ``.items()``, a loop
+DYNAMIC = "dynamic"  # a name made at run time: ``os.environ[name]``, ``os.getenv(name)``
+_UNKEYED = "\1"  # (the mark of such a read among the names)
+
+
+def environ_names(code: types.CodeType, namespace: dict[str, object]
+                  ) -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
     """(names read, names set) by constant in ``code`` and the code nested in it (its
-    comprehensions, lambdas and inner functions); ``namespace``: its globals, where
-    ``environ`` and ``getenv`` must be os's to count."""
+    comprehensions, lambdas and inner functions), and the reads no key can name there
+    (:data:`WHOLE`, :data:`DYNAMIC`); ``namespace``: its globals, where ``environ`` and
+    ``getenv`` must be os's to count."""
     found = [_names_in(nested) for nested in _nested(code)]
-    read = frozenset().union(*(r for r, _ in found))
+    read = _own_names(frozenset().union(*(r for r, _ in found)), namespace)
     written = frozenset().union(*(w for _, w in found))
-    return _own_names(read, namespace), written
+    unkeyed = frozenset(name[1:] for name in read if name.startswith(_UNKEYED))
+    return read - {_UNKEYED + kind for kind in unkeyed}, written, unkeyed
 
 
 def _own_names(read: frozenset[str], namespace: dict[str, object]) -> frozenset[str]:
@@ -67,7 +77,8 @@ def _nested(code: types.CodeType) -> Iterator[types.CodeType]:
 @functools.lru_cache(maxsize=4096)
 def _names_in(code: types.CodeType) -> tuple[frozenset[str], frozenset[str]]:
     """Names read and set in this one code object (a bare ``environ``'s or ``getenv``'s
-    reads marked ``\\0via\\0NAME``: whether it is os's is for the globals to say)."""
+    reads marked ``\\0via\\0NAME``: whether it is os's is for the globals to say; a read
+    no key can name as ``\\1whole`` or ``\\1dynamic``)."""
     if "environ" not in code.co_names and "getenv" not in code.co_names and (
             "environ" not in code.co_varnames and "getenv" not in code.co_varnames):
         return frozenset(), frozenset()  # (most code: nothing to look at)
@@ -79,7 +90,13 @@ def _names_in(code: types.CodeType) -> tuple[frozenset[str], frozenset[str]]:
         op, value = instruction.opname, instruction.argval
         if op in _BETWEEN:
             continue
-        if op in _LOADS:
+        if state in (_ENVIRON, _GETTER) and op in _LOADS and value != "os":
+            # ``os.environ[name]`` or ``os.getenv(name)``, unless it sets ``name``;
+            # ``os.environ`` given to a call with a variable after it: taken whole
+            state = _DYNAMIC_SUBSCRIPT if state == _ENVIRON else ""
+            if state == "":
+                read.add(via + _UNKEYED + DYNAMIC)
+        elif op in _LOADS:
             if value == "os":
                 state, via, before = "os", "", previous
             elif value in ("environ", "getenv"):
@@ -89,12 +106,17 @@ def _names_in(code: types.CodeType) -> tuple[frozenset[str], frozenset[str]]:
                 state = ""
         elif op in _ATTRIBUTES and state:
             state = _after_attribute(state, value)
+            if state == WHOLE:
+                read.add(via + _UNKEYED + WHOLE)
+                state = ""
         elif op == "LOAD_CONST" and state in (_ENVIRON, _GETTER, _SETTER):
             text = value if isinstance(value, str) else None
             if text is not None and state == _GETTER:
                 read.add(via + text)
             elif text is not None and state == _SETTER:
                 written.add(text)
+            if text is None and state == _ENVIRON:  # (3.13: the keyword names of a call
+                read.add(via + _UNKEYED + WHOLE)  # it is given to, ``env=os.environ``)
             state = "subscript:" + text if text is not None and state == _ENVIRON else ""
         elif state.startswith("subscript:"):
             name = state.split(":", 1)[1]
@@ -103,8 +125,17 @@ def _names_in(code: types.CodeType) -> tuple[frozenset[str], frozenset[str]]:
             elif op in ("STORE_SUBSCR", "DELETE_SUBSCR"):
                 written.add(name)
             state = ""
-        elif op == "CONTAINS_OP" and state == _ENVIRON and isinstance(before, str):
-            read.add(via + before)
+        elif state == _DYNAMIC_SUBSCRIPT:
+            if op == "BINARY_SUBSCR":
+                read.add(via + _UNKEYED + DYNAMIC)
+            elif op not in ("STORE_SUBSCR", "DELETE_SUBSCR"):
+                read.add(via + _UNKEYED + WHOLE)
+            state = ""
+        elif op == "CONTAINS_OP" and state == _ENVIRON:
+            read.add(via + (before if isinstance(before, str) else _UNKEYED + DYNAMIC))
+            state = ""
+        elif state == _ENVIRON:  # (a call's argument, a loop, ``**``, a name bound to it)
+            read.add(via + _UNKEYED + WHOLE)
             state = ""
         else:
             state = ""
@@ -123,5 +154,7 @@ def _after_attribute(state: str, attribute: object) -> str:
     if state == _ENVIRON:
         if attribute in _GETTERS:
             return _GETTER
+        if attribute in _WHOLE_BY:
+            return WHOLE
         return _SETTER if attribute in _SETTERS else ""
     return ""

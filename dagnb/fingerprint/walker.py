@@ -94,6 +94,7 @@ class _CodeWalker:
         # environment variables the code reads, and sets, by a name written in it
         self.environ_read: set[str] = set()
         self.environ_set: set[str] = set()
+        self.environ_unkeyed: set[str] = set()  # reads no key can name (environ.WHOLE...)
 
     def feed(self, *texts: str, into: tuple[Any, ...] | None = None) -> None:
         for h in into or (self.h, self.h_code):
@@ -112,9 +113,10 @@ class _CodeWalker:
         if self.home is None:
             self.home = func.__globals__
         self.functions.append((func, func.__code__, func.__defaults__, func.__kwdefaults__))
-        read, written = environ_names(func.__code__, func.__globals__)
+        read, written, unkeyed = environ_names(func.__code__, func.__globals__)
         self.environ_read |= read
         self.environ_set |= written
+        self.environ_unkeyed |= unkeyed
         normalized = _normalized_source(func)
         if normalized is None:
             self.feed("bytecode", _bytecode_digest(func.__code__, func.__doc__))

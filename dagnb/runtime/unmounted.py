@@ -40,6 +40,8 @@ from typing import Any
 
 from dagnb import checks
 from dagnb.cache.keys import KEYED_ON_HOST, whole_environment_read
+from dagnb.fingerprint import environ_unkeyed
+from dagnb.fingerprint.environ import WHOLE
 from dagnb.model.step import Step, host_folders, mount_path
 
 __all__ = ["NOTEBOOK_WORDS", "PYTHON_WORDS", "WORKFLOW_WORDS", "FrontEndWords",
@@ -438,8 +440,7 @@ def _note_unmounted_reads(step: Step, base_dir: Path, cache_folder: Path | None)
     """The hook of :data:`KEYED_ON_HOST`: the files ``step`` names that no mount covers,
     noted for :func:`warn_if_changed_since` (a first run reads them as they are: only a
     hit may be stale, so nothing is said before one). It never fails a key."""
-    if step.func is None:
-        _note_whole_environment(step)
+    _note_whole_environment(step)
     if not _names_in(step):  # (most steps name no path: a dict hit, a fresh process's too)
         if _NOTED:
             _NOTED.pop(id(step), None)
@@ -470,13 +471,27 @@ _WARNED_ENVIRONMENT: set[str] = set()
 
 
 def _note_whole_environment(step: Step) -> None:
-    seen = whole_environment_read(step.run)
+    seen = (whole_environment_read(step.run) if step.func is None
+            else _python_environment_read(step.func))
     if seen:
         if len(_PRINTS_ENVIRONMENT) >= _FOUND_LIMIT:
             _PRINTS_ENVIRONMENT.clear()
         _PRINTS_ENVIRONMENT[id(step)] = (step, seen)
     elif _PRINTS_ENVIRONMENT:
         _PRINTS_ENVIRONMENT.pop(id(step), None)
+
+
+def _python_environment_read(func: Any) -> str:
+    """How a Python step's code reads host variables no key can name ("" for none):
+    :data:`CODE_WHOLE`, else :data:`CODE_DYNAMIC`."""
+    unkeyed = environ_unkeyed(func)
+    if not unkeyed:  # (most code)
+        return ""
+    return CODE_WHOLE if WHOLE in unkeyed else CODE_DYNAMIC
+
+
+CODE_WHOLE = "os.environ taken whole in its code"
+CODE_DYNAMIC = "os.environ read by names made at run time in its code"
 
 
 def _warn_if_environment_printed(step: Step) -> None:
@@ -494,6 +509,14 @@ def _environment_message(step: str, seen: str) -> str:
     """The warning for ``step``, whose text reads its whole environment by ``seen``
     (``env``, ``export -p``, ``dict(os.environ)``), with the way to name one variable
     in the same tongue: the shell's, Python's or awk's."""
+    if seen in (CODE_WHOLE, CODE_DYNAMIC):  # (a Python step's own code)
+        what = ("its whole environment (dict(os.environ), .items(), a loop over it, "
+                "env=os.environ)" if seen == CODE_WHOLE
+                else "variables by names made at run time (os.environ[name], os.getenv(name))")
+        return (f"step {step!r} was served from the cache, but its code reads {what}, whose "
+                "values its key does not hold: the result may be stale; read each variable "
+                'it needs by a name written in the code (os.environ["REGION"]), which then '
+                "counts in its key, or pass it as a param")
     tongue = next((said for mark, said in _TONGUES if mark in seen), None)
     if tongue is not None:
         how, named = f"reads its whole environment ({seen} in {tongue[0]})", tongue[1]
