@@ -1340,3 +1340,27 @@ def test_a_cached_method_of_a_script_s_class_hits_on_dask_workers_what_it_stored
     assert done.stdout.split("\n")[0] == "[0.0, 2.0] [0.0, 2.0, 4.0]"
     assert sorted((tmp_path / "calls").read_text().split()) == ["0", "1", "2"]
 
+
+
+def test_a_variable_the_key_counts_is_the_one_the_step_reads_on_the_worker(
+        cluster, on_dask, monkeypatch):
+    # the workers started before it was set here: they would read their own (none)
+    def region() -> str:
+        return os.environ.get("DASK_KEYED_REGION", "unset")
+
+    graph = Graph("g", [Step("r", func=region, executor="dask")])
+    monkeypatch.setenv("DASK_KEYED_REGION", "eu")
+    first = graph.run()
+    assert (first.states(), first.result("r")) == ({"r": "succeeded"}, "eu")
+    monkeypatch.setenv("DASK_KEYED_REGION", "ap")
+    second = graph.run()
+    assert (second.states(), second.result("r")) == ({"r": "succeeded"}, "ap")
+    assert graph.run().states() == {"r": "cached"}
+    monkeypatch.delenv("DASK_KEYED_REGION")
+    with distributed.Client(cluster) as client:  # (the workers' own: unset for the step)
+        client.run(os.environ.__setitem__, "DASK_KEYED_REGION", "worker-own")
+        try:
+            third = graph.run()
+        finally:
+            client.run(os.environ.pop, "DASK_KEYED_REGION", None)
+    assert (third.states(), third.result("r")) == ({"r": "succeeded"}, "unset")

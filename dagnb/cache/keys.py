@@ -476,6 +476,16 @@ def _add_environ_reads(components: dict[str, str], describe: dict[str, str], ste
         _add_host_names(components, describe, step, _keyable(names), mask)
 
 
+def keyed_environ(step: Step) -> dict[str, str | None]:
+    """The host variables a Python step's key counts, with their values here (None:
+    unset): an executor running it elsewhere (a dask worker) gives it these, so that
+    what it reads is what its key holds."""
+    if step.func is None:
+        return {}
+    return {name: os.environ.get(name) for name in _keyable(environ_read(step.func))
+            if name not in step.env and name not in step.secrets}
+
+
 def environ_digests(func: Callable[..., Any]) -> dict[str, str]:
     """A cached function's ``host_var:<name>`` components (``dagnb.Memory``): the
     variables its code reads by a name written in it, by their values now, as a Python

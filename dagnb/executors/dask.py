@@ -104,6 +104,7 @@ from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
+from dagnb.cache.keys import keyed_environ
 from dagnb.config import context, secret_value, settings
 from dagnb.errors import (
     ExecutorError,
@@ -231,6 +232,9 @@ def _payload(task: Task) -> list[wire.Frame]:
     step = task.step
     kwargs = function_arguments(step.func, task.inputs, step.params)
     raw = [name for name, value in kwargs.items() if wire.is_frame(value)]
+    # the host variables its key counts, as this process has them: the worker's own
+    # (inherited as it started, or another machine's) would not be what the key holds
+    keyed = keyed_environ(step)
     spec: dict[str, Any] = {
         "name": step.name,
         "attempt": task.attempt,
@@ -238,7 +242,9 @@ def _payload(task: Task) -> list[wire.Frame]:
         "inputs": {name: str(item.path) for name, item in task.inputs.items()},
         "out_dir": str(task.out_dir),
         "cwd": workdir_of(task),  # (one that is no folder fails the step here)
-        "env": {**task.env, **task.secrets},
+        "env": {**{name: value for name, value in keyed.items() if value is not None},
+                **task.env, **task.secrets},
+        "unset": sorted(name for name, value in keyed.items() if value is None),
         "withheld": sorted(task.withheld),  # other steps' secrets, as the local executor
         "secrets": _secret_names(task),  # (names only: the step's values are in env)
         "is_async": step.is_async,
@@ -1178,6 +1184,8 @@ def child_main() -> NoReturn:
         linecache.cache.setdefault(filename, (sum(map(len, lines)), None, lines, filename))
     # the worker may have inherited other steps' secrets: not the step's to read
     inherited = {name: os.environ.pop(name, "") for name in spec["withheld"]}
+    for name in spec.get("unset", ()):  # (keyed as unset; an older client sends none)
+        os.environ.pop(name, None)
     os.environ.update(spec["env"])
     _remember_secrets(spec.get("secrets", ()), inherited)  # (an older client: none)
     _unshared_contract(func, spec, scratch=os.path.dirname(sys.argv[1]))
