@@ -213,3 +213,20 @@ def test_a_step_reading_what_no_key_can_name_is_warned_of_once_on_a_hit(
         'the code (os.environ["REGION"]), which then counts in its key, or pass it as a '
         "param"])
     assert run() == ("cached", [])  # (once a step and process)
+
+
+def test_a_notebook_cell_reading_a_variable_runs_again_when_it_changes(
+        shell: object, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dagnb.notebook.session import get_session
+
+    cell = "value = os.environ.get('REGION', 'none')\n"
+    shell.run_cell("import os")  # type: ignore[attr-defined]
+    monkeypatch.setenv("REGION", "eu")
+    shell.run_cell_magic("dagger", "r --python --outputs value", cell)  # type: ignore[attr-defined]
+    assert get_session().last_run.states() == {"r": "succeeded"}
+    monkeypatch.setenv("REGION", "ap")
+    shell.run_cell_magic("dagger", "r --python --outputs value", cell)  # type: ignore[attr-defined]
+    assert get_session().last_run.states() == {"r": "succeeded"}
+    assert shell.user_ns["value"] == "ap"  # type: ignore[attr-defined]
+    shell.run_cell_magic("dagger", "r --python --outputs value", cell)  # type: ignore[attr-defined]
+    assert get_session().last_run.states() == {"r": "cached"}
