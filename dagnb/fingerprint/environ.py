@@ -46,7 +46,10 @@ def environ_names(code: types.CodeType, namespace: dict[str, object]
     comprehensions, lambdas and inner functions), and the reads no key can name there
     (:data:`WHOLE`, :data:`DYNAMIC`); ``namespace``: its globals, where ``environ`` and
     ``getenv`` must be os's to count."""
-    found = [_names_in(nested) for nested in _nested(code)]
+    try:
+        found = [_names_in(nested) for nested in _nested(code)]
+    except Exception:  # (bytecode this walk does not know: the reads unseen, as before)
+        return frozenset(), frozenset(), frozenset()
     read = _own_names(frozenset().union(*(r for r, _ in found)), namespace)
     written = frozenset().union(*(w for _, w in found))
     unkeyed = frozenset(name[1:] for name in read if name.startswith(_UNKEYED))
