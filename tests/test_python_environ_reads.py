@@ -230,3 +230,15 @@ def test_a_notebook_cell_reading_a_variable_runs_again_when_it_changes(
     assert shell.user_ns["value"] == "ap"  # type: ignore[attr-defined]
     shell.run_cell_magic("dagger", "r --python --outputs value", cell)  # type: ignore[attr-defined]
     assert get_session().last_run.states() == {"r": "cached"}
+
+
+def test_a_bytecode_walk_that_fails_leaves_the_key_made(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import dagnb.fingerprint.environ as environ_module
+
+    def fails(code: object) -> None:
+        raise ValueError("bytecode of a future Python")
+
+    monkeypatch.setattr(environ_module, "_names_in", fails)
+    assert environ_names(region.__code__, region.__globals__) == (set(), set(), set())
+    assert "host_var:REGION" not in _components(lambda: os.environ.get("REGION"))
