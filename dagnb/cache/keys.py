@@ -482,8 +482,13 @@ def keyed_environ(step: Step) -> dict[str, str | None]:
     what it reads is what its key holds."""
     if step.func is None:
         return {}
-    return {name: os.environ.get(name) for name in _keyable(environ_read(step.func))
-            if name not in step.env and name not in step.secrets}
+    found = {}
+    for name in _keyable(environ_read(step.func)):
+        value = os.environ.get(name)
+        if name not in step.env and name not in step.secrets and (
+                value is None or not _holds_secret(value, None)):  # (as the key: none)
+            found[name] = value
+    return found
 
 
 def environ_digests(func: Callable[..., Any]) -> dict[str, str]:
