@@ -482,13 +482,7 @@ def keyed_environ(step: Step) -> dict[str, str | None]:
     what it reads is what its key holds."""
     if step.func is None:
         return {}
-    found = {}
-    for name in _keyable(environ_read(step.func)):
-        value = os.environ.get(name)
-        if name not in step.env and name not in step.secrets and (
-                value is None or not _holds_secret(value, None)):  # (as the key: none)
-            found[name] = value
-    return found
+    return _host_values(_keyable(environ_read(step.func)), step)
 
 
 def environ_digests(func: Callable[..., Any]) -> dict[str, str]:
@@ -498,12 +492,8 @@ def environ_digests(func: Callable[..., Any]) -> dict[str, str]:
     names = environ_read(func)
     if not names:  # (most functions read none: every hit asks)
         return {}
-    found = {}
-    for name in _keyable(names):
-        value = os.environ.get(name)
-        if value is None or not _holds_secret(value, None):
-            found[f"{HOST_VARIABLE}:{name}"] = _text_digest(_canonical(value))
-    return found
+    return {f"{HOST_VARIABLE}:{name}": _text_digest(_canonical(value))
+            for name, value in _host_values(_keyable(names)).items()}
 
 
 def environ_shown(components: Mapping[str, str]) -> dict[str, str]:
@@ -522,15 +512,25 @@ def _keyable(names: tuple[str, ...]) -> tuple[str, ...]:
 
 def _add_host_names(components: dict[str, str], describe: dict[str, str], step: Step,
                     names: tuple[str, ...], mask: Callable[[str], str] | None) -> None:
-    for name in names:
-        if name in step.env or name in step.secrets:
-            continue
-        value = os.environ.get(name)
-        if value is not None and _holds_secret(value, mask):
-            continue
+    for name, value in _host_values(names, step, mask).items():
         label = f"{HOST_VARIABLE}:{name}"
         components[label] = _text_digest(_canonical(value))  # (unset: null, not "")
         describe[label] = _host_value_shown(name, value)
+
+
+def _host_values(names: tuple[str, ...], step: Step | None = None,
+                 mask: Callable[[str], str] | None = None) -> dict[str, str | None]:
+    """The values here (None: unset) of the host variables ``names`` a key counts: not
+    those ``step`` sets in its ``env`` or declares as secrets, nor a value holding a
+    secret (the run's, by ``mask``, or a variable's named as one)."""
+    found = {}
+    for name in names:
+        if step is not None and (name in step.env or name in step.secrets):
+            continue
+        value = os.environ.get(name)
+        if value is None or not _holds_secret(value, mask):
+            found[name] = value
+    return found
 
 
 # The ``started_in`` component: the folder this process runs an in-process Python step in.
