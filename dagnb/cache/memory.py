@@ -85,9 +85,11 @@ from dagnb.errors import CacheError, CacheMissError, ConfigError, DagnbError
 from dagnb.fingerprint import (
     WRAPPER_MARK,
     adopt_sources,
+    environ_unkeyed,
     main_spelled,
     source_table,
 )
+from dagnb.fingerprint.environ import UnkeyedEnvironmentWarning, unkeyed_reads_said
 from dagnb.model.moved_modules import STEPS_MODULE_PREFIX
 from dagnb.model.results import NO_RESULT, decode_inline, encode_inline, save_result
 
@@ -1013,6 +1015,8 @@ class _CachedCall(_Calls):
         if entry is None:
             self.loaded.pop(key, None)
             return NO_RESULT
+        if not self._environment_looked:  # (once: its first hit)
+            self._warn_of_environment()
         known = self.loaded.get(key)
         if known is not None and known[0] is entry:  # same meta.json: same result
             return known[1]
@@ -1031,6 +1035,19 @@ class _CachedCall(_Calls):
         else:
             self.remember(key, entry, value)
         return value
+
+    _environment_looked = False  # (a class attribute: set at the first hit)
+
+    def _warn_of_environment(self) -> None:
+        """At the first hit: a function whose code takes ``os.environ`` whole, or reads it
+        by names made at run time, reads variables its key cannot name; said once (a
+        step served from the cache is warned of so too)."""
+        self._environment_looked = True
+        unkeyed = environ_unkeyed(self.keys.keyed)
+        if unkeyed:
+            warnings.warn(f"{label(self.func)} was served from the cache, but "
+                          f"{unkeyed_reads_said(unkeyed)}, or pass it as an argument",
+                          UnkeyedEnvironmentWarning, stacklevel=user_stacklevel())
 
     def load(self, entry: Entry) -> Any:
         """The entry's result; memory-mapped arrays under ``mmap_mode``."""
@@ -1242,6 +1259,8 @@ class _CachedCall(_Calls):
                                                kwargs)
                     if self.store.read_only or self.store.peek(self.name, digest) is None:
                         return _Value(value)  # (not stored: a secret, a full disk)
+        elif not self._environment_looked:  # (a hit)
+            self._warn_of_environment()
         return ShelvedResult(self, digest)
 
     async def call_and_shelve_async(self, *args: Any, **kwargs: Any) -> ShelvedResult | _Value:
@@ -1253,6 +1272,8 @@ class _CachedCall(_Calls):
                     value, _, _ = await self.execute_async(components, args, kwargs)
                     if self.store.read_only or self.store.peek(self.name, digest) is None:
                         return _Value(value)  # (not stored: a secret, a full disk)
+        elif not self._environment_looked:  # (a hit)
+            self._warn_of_environment()
         return ShelvedResult(self, digest)
 
     def claim(self, key: str, *, asynchronous: bool = False) -> Any:

@@ -19,7 +19,7 @@ import os
 import types
 from collections.abc import Iterator
 
-__all__ = ["DYNAMIC", "WHOLE", "environ_names"]
+__all__ = ["DYNAMIC", "WHOLE", "UnkeyedEnvironmentWarning", "environ_names", "unkeyed_reads_said"]
 
 # instructions between the parts of ``os.environ.get("X")`` in some Python versions
 _BETWEEN = frozenset({"CACHE", "PUSH_NULL", "PRECALL", "KW_NAMES", "NOP", "EXTENDED_ARG"})
@@ -38,6 +38,23 @@ _WHOLE_BY = frozenset({"copy", "items", "keys", "values", "__iter__"})  # take i
 WHOLE = "whole"  # ``os.environ`` taken as a value: ``dict(os.environ)``, ``.items()``, a loop
 DYNAMIC = "dynamic"  # a name made at run time: ``os.environ[name]``, ``os.getenv(name)``
 _UNKEYED = "\1"  # (the mark of such a read among the names)
+
+
+class UnkeyedEnvironmentWarning(UserWarning):
+    """Served from the cache, a step or a ``Memory`` function whose code or command reads
+    host variables no key can name (``env``, ``printenv`` with no name, ``export -p``,
+    ``dict(os.environ)``, ``os.environ[name]``): its key holds the variables it names."""
+
+
+def unkeyed_reads_said(unkeyed: frozenset[str]) -> str:
+    """What Python code that reads ``unkeyed`` (:func:`environ_names`' third part, not
+    empty) reads, and the way out, as a warning of a hit says them."""
+    what = ("its whole environment (dict(os.environ), .items(), a loop over it, "
+            "env=os.environ)" if WHOLE in unkeyed
+            else "variables by names made at run time (os.environ[name], os.getenv(name))")
+    return (f"its code reads {what}, whose values its key does not hold: the result may "
+            'be stale; read each variable it needs by a name written in the code '
+            '(os.environ["REGION"]), which then counts in its key')
 
 
 def environ_names(code: types.CodeType, namespace: dict[str, object]

@@ -41,7 +41,7 @@ from typing import Any
 from dagnb import checks
 from dagnb.cache.keys import KEYED_ON_HOST, whole_environment_read
 from dagnb.fingerprint import environ_unkeyed
-from dagnb.fingerprint.environ import WHOLE
+from dagnb.fingerprint.environ import DYNAMIC, WHOLE, UnkeyedEnvironmentWarning, unkeyed_reads_said
 from dagnb.model.step import Step, host_folders, mount_path
 
 __all__ = ["NOTEBOOK_WORDS", "PYTHON_WORDS", "WORKFLOW_WORDS", "FrontEndWords",
@@ -51,12 +51,6 @@ __all__ = ["NOTEBOOK_WORDS", "PYTHON_WORDS", "WORKFLOW_WORDS", "FrontEndWords",
 
 class UnmountedReadWarning(UserWarning):
     """A step names a file that none of its mounts covers: its key does not see it."""
-
-
-class UnkeyedEnvironmentWarning(UserWarning):
-    """A shell step reads its whole environment (``env``, ``printenv`` with no name,
-    ``export -p``, ``set``, Python's ``dict(os.environ)``): its key holds the host
-    variables it names alone."""
 
 
 # -- where a step starts ------------------------------------------------------------
@@ -510,13 +504,8 @@ def _environment_message(step: str, seen: str) -> str:
     (``env``, ``export -p``, ``dict(os.environ)``), with the way to name one variable
     in the same tongue: the shell's, Python's or awk's."""
     if seen in (CODE_WHOLE, CODE_DYNAMIC):  # (a Python step's own code)
-        what = ("its whole environment (dict(os.environ), .items(), a loop over it, "
-                "env=os.environ)" if seen == CODE_WHOLE
-                else "variables by names made at run time (os.environ[name], os.getenv(name))")
-        return (f"step {step!r} was served from the cache, but its code reads {what}, whose "
-                "values its key does not hold: the result may be stale; read each variable "
-                'it needs by a name written in the code (os.environ["REGION"]), which then '
-                "counts in its key, or pass it as a param")
+        said = unkeyed_reads_said(frozenset({WHOLE if seen == CODE_WHOLE else DYNAMIC}))
+        return f"step {step!r} was served from the cache, but {said}, or pass it as a param"
     tongue = next((said for mark, said in _TONGUES if mark in seen), None)
     if tongue is not None:
         how, named = f"reads its whole environment ({seen} in {tongue[0]})", tongue[1]
