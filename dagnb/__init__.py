@@ -62,6 +62,13 @@ _LAZY = {
     "templates": ("dagnb.workflows.templates", None),
     "services": ("dagnb.executors.dagger.services", None),
     "testing": ("dagnb.testing", None),
+    # the warnings dagnb gives, for warnings.filterwarnings(category=...)
+    "BrokenTemplateWarning": ("dagnb.workflows.templates", "BrokenTemplateWarning"),
+    "DamagedEntryWarning": ("dagnb.cache.store", "DamagedEntryWarning"),
+    "RemoteCacheWarning": ("dagnb.cache.remote", "RemoteCacheWarning"),
+    "TemplatePathWarning": ("dagnb.workflows.templates", "TemplatePathWarning"),
+    "UnkeyedEnvironmentWarning": ("dagnb.fingerprint.environ", "UnkeyedEnvironmentWarning"),
+    "UnmountedReadWarning": ("dagnb.runtime.unmounted", "UnmountedReadWarning"),
 }
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
@@ -72,12 +79,17 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     import dagnb.testing as testing
     import dagnb.workflows.templates as templates
     from dagnb.cache.memory import Memory
+    from dagnb.cache.remote import RemoteCacheWarning
+    from dagnb.cache.store import DamagedEntryWarning
     from dagnb.config import Settings, configure, settings
     from dagnb.executors.context import StepContext, current
+    from dagnb.fingerprint.environ import UnkeyedEnvironmentWarning
     from dagnb.model.graph import Graph
     from dagnb.model.step import Step
     from dagnb.runtime.run import Run
+    from dagnb.runtime.unmounted import UnmountedReadWarning
     from dagnb.workflows.loader import load
+    from dagnb.workflows.templates import BrokenTemplateWarning, TemplatePathWarning
 
 
 def __getattr__(name: str) -> Any:
@@ -117,12 +129,14 @@ def builder() -> Any:
 
 
 __all__ = [
+    "BrokenTemplateWarning",
     "CacheError",
     "CacheMissError",
     "CircuitOpenError",
     "ConfigError",
     "CycleError",
     "DagnbError",
+    "DamagedEntryWarning",
     "DuplicateStepError",
     "ExecutorError",
     "ExecutorUnavailable",
@@ -132,6 +146,7 @@ __all__ = [
     "InvalidStepError",
     "Memory",
     "MissingDependencyError",
+    "RemoteCacheWarning",
     "RetryPolicy",
     "Run",
     "RunFailed",
@@ -144,8 +159,11 @@ __all__ = [
     "StepFailed",
     "StepNotFoundError",
     "StepTimeout",
+    "TemplatePathWarning",
     "TransientError",
     "UnfingerprintableVariable",
+    "UnkeyedEnvironmentWarning",
+    "UnmountedReadWarning",
     "WorkflowError",
     "__version__",
     "builder",

@@ -21,6 +21,9 @@ PUBLIC = [
     "builder", "cache", "config", "configure", "current", "executors", "load",
     "load_ipython_extension", "retry", "services", "settings", "templates", "testing",
     "unload_ipython_extension",
+    # the warnings dagnb gives, for warnings.filterwarnings(category=...)
+    "BrokenTemplateWarning", "DamagedEntryWarning", "RemoteCacheWarning", "TemplatePathWarning",
+    "UnkeyedEnvironmentWarning", "UnmountedReadWarning",
 ]
 # DESIGN.md's layer list, top first; each is one folder (or one module) of the package.
 LAYERS = ["cli", "notebook", "views", "workflows", "runtime", "executors", "retry",
@@ -37,6 +40,18 @@ def test_public_names_are_pinned_and_sorted():
 @pytest.mark.parametrize("name", PUBLIC)
 def test_every_public_name_resolves(name):
     assert getattr(dagnb, name) is not None
+
+
+def test_the_warnings_at_the_top_are_the_classes_dagnb_warns_with():
+    from dagnb.cache.remote import RemoteCacheWarning
+    from dagnb.cache.store import DamagedEntryWarning
+    from dagnb.runtime.unmounted import UnkeyedEnvironmentWarning, UnmountedReadWarning
+    from dagnb.workflows.templates import BrokenTemplateWarning, TemplatePathWarning
+
+    for warning in (RemoteCacheWarning, DamagedEntryWarning, UnkeyedEnvironmentWarning,
+                    UnmountedReadWarning, BrokenTemplateWarning, TemplatePathWarning):
+        assert getattr(dagnb, warning.__name__) is warning
+        assert issubclass(warning, UserWarning)
 
 
 def test_retry_is_the_decorator_even_after_the_retry_layer_is_imported():

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import dagnb
-from dagnb.fingerprint.environ import UnkeyedEnvironmentWarning
+from dagnb import UnkeyedEnvironmentWarning
 
 
 def whole_region() -> str:
