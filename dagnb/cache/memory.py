@@ -89,7 +89,7 @@ from dagnb.fingerprint import (
     main_spelled,
     source_table,
 )
-from dagnb.fingerprint.environ import UnkeyedEnvironmentWarning, unkeyed_reads_said
+from dagnb.fingerprint.environ import WHOLE, UnkeyedEnvironmentWarning, unkeyed_reads_said
 from dagnb.model.moved_modules import STEPS_MODULE_PREFIX
 from dagnb.model.results import NO_RESULT, decode_inline, encode_inline, save_result
 
@@ -1045,9 +1045,10 @@ class _CachedCall(_Calls):
         self._environment_looked = True
         unkeyed = environ_unkeyed(self.keys.keyed)
         if unkeyed:
-            warnings.warn(f"{label(self.func)} was served from the cache, but "
-                          f"{unkeyed_reads_said(unkeyed)}, or pass it as an argument",
-                          UnkeyedEnvironmentWarning, stacklevel=user_stacklevel())
+            said = unkeyed_reads_said(whole=WHOLE in unkeyed)
+            warnings.warn(f"{label(self.func)} was served from the cache, but {said}, or pass "
+                          "it as an argument", UnkeyedEnvironmentWarning,
+                          stacklevel=user_stacklevel())
 
     def load(self, entry: Entry) -> Any:
         """The entry's result; memory-mapped arrays under ``mmap_mode``."""

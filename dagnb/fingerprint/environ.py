@@ -46,11 +46,12 @@ class UnkeyedEnvironmentWarning(UserWarning):
     ``dict(os.environ)``, ``os.environ[name]``): its key holds the variables it names."""
 
 
-def unkeyed_reads_said(unkeyed: frozenset[str]) -> str:
-    """What Python code that reads ``unkeyed`` (:func:`environ_names`' third part, not
-    empty) reads, and the way out, as a warning of a hit says them."""
+def unkeyed_reads_said(whole: bool) -> str:
+    """What Python code reads that no key can name (``whole``: it takes ``os.environ``
+    whole, else it reads names made at run time), and the way out, as a warning of a
+    hit says them."""
     what = ("its whole environment (dict(os.environ), .items(), a loop over it, "
-            "env=os.environ)" if WHOLE in unkeyed
+            "env=os.environ)" if whole
             else "variables by names made at run time (os.environ[name], os.getenv(name))")
     return (f"its code reads {what}, whose values its key does not hold: the result may "
             'be stale; read each variable it needs by a name written in the code '

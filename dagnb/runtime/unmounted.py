@@ -41,7 +41,7 @@ from typing import Any
 from dagnb import checks
 from dagnb.cache.keys import KEYED_ON_HOST, whole_environment_read
 from dagnb.fingerprint import environ_unkeyed
-from dagnb.fingerprint.environ import DYNAMIC, WHOLE, UnkeyedEnvironmentWarning, unkeyed_reads_said
+from dagnb.fingerprint.environ import WHOLE, UnkeyedEnvironmentWarning, unkeyed_reads_said
 from dagnb.model.step import Step, host_folders, mount_path
 
 __all__ = ["NOTEBOOK_WORDS", "PYTHON_WORDS", "WORKFLOW_WORDS", "FrontEndWords",
@@ -504,7 +504,7 @@ def _environment_message(step: str, seen: str) -> str:
     (``env``, ``export -p``, ``dict(os.environ)``), with the way to name one variable
     in the same tongue: the shell's, Python's or awk's."""
     if seen in (CODE_WHOLE, CODE_DYNAMIC):  # (a Python step's own code)
-        said = unkeyed_reads_said(frozenset({WHOLE if seen == CODE_WHOLE else DYNAMIC}))
+        said = unkeyed_reads_said(whole=seen == CODE_WHOLE)
         return f"step {step!r} was served from the cache, but {said}, or pass it as a param"
     tongue = next((said for mark, said in _TONGUES if mark in seen), None)
     if tongue is not None:
