@@ -69,16 +69,19 @@ def test_the_processes_a_dask_step_started_die_with_its_killed_worker(cluster, o
 def test_ctrl_c_of_dagnb_run_with_a_dask_step_running_prints_no_traceback(
         cluster, tmp_path):
     """A local step held in a C call holds the run's loop (it starts once the dask step
-    was sent): dagnb exits without it, and the dask client closed at exit cancels the
-    dask step still running."""
+    runs on its worker: ``pause`` waits for that, as a second on a loaded machine was not
+    always enough to send it): dagnb exits without it, and the dask client closed at exit
+    cancels the dask step still running."""
     (tmp_path / "steps.py").write_text(
         "import pathlib, time\n\n"
         "def held():\n    pathlib.Path('held-started').touch()\n    time.sleep(60)\n\n"
         "def remote():\n    pathlib.Path('remote-started').touch()\n"
         "    for _ in range(600):\n        time.sleep(0.1)\n")
+    until_remote = "for _ in $(seq 600); do [ -e remote-started ] && break; sleep 0.1; done"
     (tmp_path / "w.yml").write_text(
         "steps:\n  remote: {python: 'steps.py:remote', executor: dask}\n"
-        "  pause: {run: 'sleep 1'}\n  held: {python: 'steps.py:held', needs: [pause]}\n")
+        f"  pause: {{run: '{until_remote}'}}\n"
+        "  held: {python: 'steps.py:held', needs: [pause]}\n")
     env = {**os.environ, "DAGNB_DASK_SCHEDULER": cluster.scheduler_address}
     child = subprocess.Popen(
         [sys.executable, "-m", "dagnb.cli", "run", "w.yml", "--no-cache"], cwd=tmp_path,
@@ -86,7 +89,7 @@ def test_ctrl_c_of_dagnb_run_with_a_dask_step_running_prints_no_traceback(
         preexec_fn=terminal_signals)
     started = [tmp_path / "held-started", tmp_path / "remote-started"]
     try:
-        if not wait_until(lambda: all(path.exists() for path in started), timeout=30):
+        if not wait_until(lambda: all(path.exists() for path in started), timeout=60):
             child.kill()
             pytest.fail(f"the steps did not start: {child.communicate()}")
         child.send_signal(signal.SIGINT)
