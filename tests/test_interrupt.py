@@ -211,6 +211,47 @@ def test_a_step_that_raises_as_it_is_cancelled_leaves_nothing_unmasked_on_stderr
     assert "tok-ABCDEF" not in done.stderr and "never retrieved" not in done.stderr, done.stderr
 
 
+CANCEL_AS_THREADS_START = """
+import sys, tempfile, threading, time
+import dagnb
+from dagnb.runtime.prepare import start_background
+from dagnb.testing import isolated
+
+born = []
+
+def spawning():
+    while True:  # (a pool's workers, a log flusher: threads a step starts)
+        thread = threading.Thread(target=born.append, args=(1,))
+        thread.start()
+        thread.join()
+
+sys.unraisablehook = lambda raised: print("raised in a new thread:", raised.exc_type.__name__)
+with isolated(cache_directory=tempfile.mkdtemp()):
+    for attempt in range(300):
+        count = len(born)
+        graph = dagnb.Graph("g", [dagnb.Step("spawn", func=spawning, cache=False)])
+        run = start_background(graph, executor="local")
+        while len(born) < count + 1 + attempt % 7:  # (cancels at varied points)
+            time.sleep(0.0002)
+        run.cancel()
+        run.wait(5)
+        assert run.states() == {"spawn": "cancelled"}, (attempt, run.states())
+    print("cancelled", attempt + 1)
+"""
+
+
+def test_a_cancel_as_a_step_starts_threads_stops_the_step_not_a_new_thread(tmp_path):
+    """Before 3.12, a thread being born has its starter's ident, so the interrupt sent to
+    the loop thread could land in a thread the step was starting: that thread died at
+    birth, the step waited for it forever and the loop with it (a subprocess, therefore;
+    lost in about 1 cancel of 50 before the fix)."""
+    script = tmp_path / "cancel_as_threads_start.py"
+    script.write_text(CANCEL_AS_THREADS_START)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=90)
+    assert done.stdout.strip() == "cancelled 300", done.stdout + done.stderr[-2000:]
+
+
 TWO_PYTHON_STEPS = """
 import time
 

@@ -365,7 +365,7 @@ class _InlineCall:
                 serial is not None and self.serial != serial
             ):
                 return False
-            _set_async_exc(thread.ident, _Interrupt)  # type: ignore[arg-type]
+            _send_async_exc(thread.ident, _Interrupt)  # type: ignore[arg-type]
             self.fired = True
             self._stop_children(thread)
             return True
@@ -393,7 +393,7 @@ class _InlineCall:
                     self.owner = self.func = None
                     fired, self.fired = fired or self.fired, False
                     if fired:  # sent but perhaps not raised yet: take it back
-                        _set_async_exc(threading.get_ident(), None)
+                        _send_async_exc(threading.get_ident(), None)
                 return fired
             except _Interrupt:  # it arrived right here (only ours arrive from outside)
                 fired = True
@@ -408,6 +408,27 @@ def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> None:
     """Raise ``exc`` in that thread at its next bytecode (None takes a pending one back)."""
     value = None if exc is None else ctypes.py_object(exc)
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), value)
+
+
+def _send_async_exc(thread_id: int, exc: type[BaseException] | None) -> None:
+    """:func:`_set_async_exc`, once no thread is being born. Before 3.12, CPython gives
+    a new thread's state the ident of the thread starting it until the new thread runs,
+    and ``PyThreadState_SetAsyncExc`` takes the newest state with the ident: an interrupt
+    sent as a step started a thread (a pool, dagnb's log flusher) killed the new thread
+    at birth, and the step ran on, never stopped (seen on CI's loaded machine). Threads
+    are born under threading's limbo lock, held here; a thread in limbo has its own ident
+    once it runs. Waited for at most a second, then sent all the same."""
+    if sys.version_info >= (3, 12):  # (a state has no ident until its thread runs)
+        _set_async_exc(thread_id, exc)
+        return
+    deadline = time.monotonic() + 1.0
+    while True:
+        with threading._active_limbo_lock:  # type: ignore[attr-defined]
+            born = all(thread.ident is not None for thread in threading._limbo)  # type: ignore[attr-defined]
+            if born or time.monotonic() > deadline:
+                _set_async_exc(thread_id, exc)
+                return
+        time.sleep(0.0005)
 
 
 def call_interruptibly(func: Callable[..., T], kwargs: Mapping[str, Any]) -> T:
