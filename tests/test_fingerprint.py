@@ -691,7 +691,8 @@ def test_instances_of_two_local_classes_of_one_name_hash_apart():
 
 
 def _module(tmp_path, monkeypatch, name, text):
-    (tmp_path / f"{name}.py").write_text(textwrap.dedent(text))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # (edits of one size in one
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(text))  # second: no stale .pyc)
     monkeypatch.syspath_prepend(str(tmp_path))
     return importlib.import_module(name)
 

@@ -353,7 +353,8 @@ def work(x):
 
 
 def test_code_edits_invalidate_but_comments_do_not(memory, tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # (edits of one size in one
+    monkeypatch.syspath_prepend(str(tmp_path))              # second: no stale .pyc)
     path = tmp_path / "mem_mod.py"
     path.write_text(textwrap.dedent(SOURCE))
     module = importlib.import_module("mem_mod")

@@ -30,7 +30,8 @@ def memory(tmp_path) -> Memory:
 @pytest.fixture
 def modules(tmp_path, monkeypatch):
     """Write modules into a folder on sys.path and import them (forgotten afterwards)."""
-    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # (edits of one size in one
+    monkeypatch.syspath_prepend(str(tmp_path))              # second: no stale .pyc)
     written: list[str] = []
 
     def load(**sources: str):

@@ -28,6 +28,12 @@ def scale_helper() -> Any:
     sys.modules.pop("scale_helper", None)
 
 
+@pytest.fixture
+def bytecode_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python writes ``.pyc`` files, as it does for users (CI's environment may not)."""
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+
+
 def _workflow(folder: Path, steps: int, module: str = STEPS) -> Path:
     """``wf.yml`` of ``steps`` chained steps calling ``steps.py:work``, whose helper
     ``scale_helper.py`` is beside it."""
@@ -79,7 +85,7 @@ def test_a_200_step_workflow_reads_and_parses_its_module_and_helper_once(
     assert parses == {"steps.py": 1, "scale_helper.py": 1}, parses
 
 
-@pytest.mark.usefixtures("workdir", "scale_helper")
+@pytest.mark.usefixtures("workdir", "scale_helper", "bytecode_written")
 def test_a_module_edited_at_once_in_the_same_tick_and_size_is_run_again(tmp_path: Path) -> None:
     path = _workflow(tmp_path / "edited", 3)
     assert dagnb.load(path)["s2"].func(n=1) == 101
@@ -88,7 +94,7 @@ def test_a_module_edited_at_once_in_the_same_tick_and_size_is_run_again(tmp_path
     assert dagnb.load(path)["s2"].func(n=1) == 99
 
 
-@pytest.mark.usefixtures("workdir", "scale_helper")
+@pytest.mark.usefixtures("workdir", "scale_helper", "bytecode_written")
 def test_a_module_edited_within_its_filesystem_s_clock_tick_is_run_again(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A filesystem of coarse timestamps: an edit just after a load, at the same size,
@@ -103,7 +109,7 @@ def test_a_module_edited_within_its_filesystem_s_clock_tick_is_run_again(
     assert dagnb.load(path)["s2"].func(n=1) == 99
 
 
-@pytest.mark.usefixtures("workdir", "scale_helper")
+@pytest.mark.usefixtures("workdir", "scale_helper", "bytecode_written")
 def test_a_module_edited_after_a_load_with_its_old_mtime_put_back_is_run_again(
         tmp_path: Path) -> None:
     path = _workflow(tmp_path / "touched", 3)

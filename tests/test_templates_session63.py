@@ -7,12 +7,12 @@ and quotes its hint; list params take ``[3.10, 3.12]`` as typed and numpy arrays
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import pickle
 import re
 import shlex
 import sys
+import types
 import warnings
 from pathlib import Path
 
@@ -45,10 +45,11 @@ def notebook_function(folder: Path, result: str, name: str = "calc", code: str =
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"cell_{name}.py"
     path.write_text(f"{code}\ndef {name}():\n    return {result}\n", encoding="utf-8")
-    spec = importlib.util.spec_from_file_location(f"cells_{abs(hash(path))}", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # (inspect finds the source of what a module holds)
-    spec.loader.exec_module(module)
+    module = types.ModuleType(f"cells_{abs(hash(path))}")
+    module.__file__ = str(path)
+    sys.modules[module.__name__] = module  # (inspect finds the source of what a module holds)
+    # compiled from its text, as a cell is: never from a .pyc of the text saved before it
+    exec(compile(path.read_text(encoding="utf-8"), path, "exec"), vars(module))
     return getattr(module, name)
 
 

@@ -415,9 +415,10 @@ def _send_async_exc(thread_id: int, exc: type[BaseException] | None) -> None:
     a new thread's state the ident of the thread starting it until the new thread runs,
     and ``PyThreadState_SetAsyncExc`` takes the newest state with the ident: an interrupt
     sent as a step started a thread (a pool, dagnb's log flusher) killed the new thread
-    at birth, and the step ran on, never stopped (seen on CI's loaded machine). Threads
-    are born under threading's limbo lock, held here; a thread in limbo has its own ident
-    once it runs. Waited for at most a second, then sent all the same."""
+    at birth, and the step ran on, never stopped (seen on CI's loaded machine). A thread
+    enters threading's limbo (under its lock, held here) before its state is made, and
+    has its own ident once it runs: sent when every thread in limbo has one. Waited for
+    at most a second, then sent all the same."""
     if sys.version_info >= (3, 12):  # (a state has no ident until its thread runs)
         _set_async_exc(thread_id, exc)
         return

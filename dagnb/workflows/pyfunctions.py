@@ -52,6 +52,7 @@ from dagnb.fingerprint.sources import class_source
 from dagnb.model.masking import SecretFinder
 from dagnb.model.moved_modules import STEPS_MODULE_PREFIX
 from dagnb.model.step import cached_per_function
+from dagnb.workflows.bytecode import TextCheckedLoader
 from dagnb.workflows.file_facts import file_digest
 from dagnb.workflows.published import Published, Read, taking_upstreams
 from dagnb.workflows.siblings import check_siblings
@@ -301,7 +302,8 @@ def module_name(resolved: Path) -> str:
 def _run_module(path: Path, name: str, where: str) -> types.ModuleType:
     """Run the module's code as an import does (registered first: a dataclass looks its
     module up); whatever it raises, said in one line, with the name given back."""
-    spec = importlib.util.spec_from_file_location(name, path)
+    spec = importlib.util.spec_from_file_location(
+        name, path, loader=TextCheckedLoader(name, str(path)))  # (not a stale .pyc's code)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     before = sys.modules.get(name)
     sys.modules[name] = module

@@ -1,0 +1,77 @@
+"""A steps module runs the text dagnb keys it on, whatever its ``.pyc`` says: Python
+matches a ``.pyc`` by the source's mtime in whole seconds and its size, so a file saved
+twice within a second at one size ran the first text's code under the second's key."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import dagnb
+from dagnb.workflows.bytecode import TextCheckedLoader
+
+STEPS = "def work():\n    return 'first'\n"
+EDITED = STEPS.replace("first", "other")  # (the same size)
+
+
+@pytest.fixture(autouse=True)
+def bytecode_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python writes ``.pyc`` files, as it does for users (CI's environment may not)."""
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+
+
+def _code(path: Path):
+    loader = TextCheckedLoader("m", str(path))
+    return loader.get_code("m")
+
+
+def _result(code) -> str:
+    scope: dict = {}
+    exec(code, scope)
+    return scope["work"]()
+
+
+def test_the_loader_serves_its_pyc_while_the_text_hashes_the_same(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "steps.py"
+    path.write_text(STEPS)
+    assert _result(_code(path)) == "first"
+    pyc = Path(importlib.util.cache_from_source(str(path)))
+    assert pyc.read_bytes()[4:8] == (0b11).to_bytes(4, "little")  # (checked hash-based)
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise AssertionError("compiled again")
+
+    monkeypatch.setattr(TextCheckedLoader, "source_to_code", refused)
+    assert _result(_code(path)) == "first"  # (from the .pyc: no compile)
+    path.write_text(EDITED)
+    with pytest.raises(AssertionError, match="compiled again"):
+        _code(path)
+
+
+def test_an_edit_within_a_second_at_one_size_runs_the_new_text(tmp_path: Path) -> None:
+    path = tmp_path / "steps.py"
+    path.write_text(STEPS)
+    assert _result(_code(path)) == "first"
+    path.write_text(EDITED)
+    assert _result(_code(path)) == "other"
+
+
+def test_a_stale_pyc_a_plain_import_wrote_is_not_run(tmp_path: Path, workdir: Path) -> None:
+    """``python -c 'import steps'`` wrote a timestamp ``.pyc`` of the first text; the file
+    is saved again at once at the same size; ``dagnb run`` runs the second text."""
+    (tmp_path / "steps.py").write_text(STEPS)
+    (tmp_path / "wf.yml").write_text("steps:\n  w: {python: 'steps.py:work'}\n")
+    subprocess.run([sys.executable, "-c", "import steps"], cwd=tmp_path, check=True,
+                   env={"PATH": "/usr/bin:/bin"})
+    pyc = Path(importlib.util.cache_from_source(str(tmp_path / "steps.py")))
+    assert pyc.read_bytes()[4:8] == bytes(4)  # (Python's own: checked by mtime and size)
+    stat = (tmp_path / "steps.py").stat()
+    (tmp_path / "steps.py").write_text(EDITED)
+    os.utime(tmp_path / "steps.py", ns=(stat.st_atime_ns, stat.st_mtime_ns))  # (one tick)
+    assert dagnb.load(tmp_path / "wf.yml")["w"].func() == "other"
