@@ -59,6 +59,7 @@ from dagnb.notebook.document import (
     read_notebook,
     refuse_unloaded_magic,
 )
+from dagnb.notebook.kernel_logs import quiet_shutdown_race
 from dagnb.notebook.overview import (
     NO_STEPS_YET,
     history,
@@ -1079,6 +1080,7 @@ def load_ipython_extension(ipython: Any) -> None:
     displays.install(ipython)  # what a --python step displays is its own output
     # (a cell's partial line held back while a run masks goes out in that cell)
     ipython.events.register("post_execute", release_held)
+    quiet_shutdown_race()  # (a traceback of ipykernel's own on a stopped `dagnb run`)
     if path is not None and not len(magics.session.graph):
         defined, problems = adopt_notebook(magics.session, path, ipython.user_ns)
         if defined or problems:
