@@ -12,6 +12,7 @@ import sys
 import pytest
 import zmq
 
+from dagnb.notebook import kernel_logs
 from dagnb.notebook.kernel_logs import quiet_shutdown_race
 
 
@@ -23,7 +24,8 @@ def tornado_log():
     handler = logging.Handler()
     handler.emit = kept.append  # type: ignore[method-assign]
     filters, propagate = list(logger.filters), logger.propagate
-    logger.addHandler(handler)
+    logger.filters[:] = [f for f in filters if f is not kernel_logs._FILTER]  # (a test
+    logger.addHandler(handler)  # before loaded dagnb in this process: not yet quieted)
     logger.propagate = False
     yield logger, kept
     logger.removeHandler(handler)
