@@ -23,13 +23,20 @@ def tornado_log():
     kept: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = kept.append  # type: ignore[method-assign]
-    filters, propagate = list(logger.filters), logger.propagate
-    logger.filters[:] = [f for f in filters if f is not kernel_logs._FILTER]  # (a test
-    logger.addHandler(handler)  # before loaded dagnb in this process: not yet quieted)
+    filters, propagate, level = list(logger.filters), logger.propagate, logger.level
+    disabled = logging.root.manager.disable
+    # (as a fresh kernel's: a test before may have loaded dagnb in this process, or
+    # quieted tornado, as a kernel client's log level does)
+    logger.filters[:] = [f for f in filters if f is not kernel_logs._FILTER]
+    logger.setLevel(logging.DEBUG)
+    logging.disable(logging.NOTSET)
+    logger.addHandler(handler)
     logger.propagate = False
     yield logger, kept
     logger.removeHandler(handler)
     logger.filters[:], logger.propagate = filters, propagate
+    logger.setLevel(level)
+    logging.disable(disabled)
 
 
 def _logged(logger: logging.Logger, error: BaseException) -> None:
