@@ -75,3 +75,15 @@ def test_a_stale_pyc_a_plain_import_wrote_is_not_run(tmp_path: Path, workdir: Pa
     (tmp_path / "steps.py").write_text(EDITED)
     os.utime(tmp_path / "steps.py", ns=(stat.st_atime_ns, stat.st_mtime_ns))  # (one tick)
     assert dagnb.load(tmp_path / "wf.yml")["w"].func() == "other"
+
+
+def test_a_moved_folder_s_pyc_names_the_file_where_it_is_now(tmp_path: Path) -> None:
+    """A project folder moved (or copied) with its ``__pycache__``: the code says where
+    its file is now, in tracebacks and to inspect, as Python's own import does."""
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "steps.py").write_text(STEPS)
+    assert _code(old / "steps.py").co_filename == str(old / "steps.py")
+    new = tmp_path / "new"
+    old.rename(new)
+    assert _code(new / "steps.py").co_filename == str(new / "steps.py")

@@ -36,7 +36,9 @@ class TextCheckedLoader(importlib.machinery.SourceFileLoader):
             with contextlib.suppress(OSError, ValueError, EOFError, TypeError):
                 data = self.get_data(cached)
                 if data[:16] == header:
-                    return marshal.loads(memoryview(data)[16:])
+                    code = marshal.loads(memoryview(data)[16:])
+                    if code.co_filename == path:  # (else a moved folder's: its
+                        return code              # tracebacks would name the old path)
         code = self.source_to_code(source, path)
         if cached is not None and not sys.dont_write_bytecode:
             self.set_data(cached, header + marshal.dumps(code))  # (atomic; errors ignored)
