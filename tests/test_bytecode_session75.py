@@ -4,10 +4,12 @@ twice within a second at one size ran the first text's code under the second's k
 
 from __future__ import annotations
 
+import importlib.machinery
 import importlib.util
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -87,3 +89,72 @@ def test_a_moved_folder_s_pyc_names_the_file_where_it_is_now(tmp_path: Path) -> 
     new = tmp_path / "new"
     old.rename(new)
     assert _code(new / "steps.py").co_filename == str(new / "steps.py")
+
+
+HELPED = ("import helpers\nfrom pkg.rates import RATE\n\n\n"
+          "def work():\n    return helpers.BASE + RATE\n")
+
+
+@pytest.fixture
+def helpers_forgotten() -> Iterator[None]:
+    """The helper modules imported from a test's folder, forgotten before and after."""
+    names = ("helpers", "pkg", "pkg.rates")
+    for name in names:
+        sys.modules.pop(name, None)
+    yield
+    for name in names:
+        sys.modules.pop(name, None)
+
+
+@pytest.mark.usefixtures("helpers_forgotten")
+def test_helpers_and_packages_beside_the_steps_file_run_their_new_text(
+        tmp_path: Path, workdir: Path) -> None:
+    """A plain import wrote Python's ``.pyc`` of each helper; both are saved again at
+    once at the same size: the steps run, and are keyed on, the new texts."""
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    helper, rates = tmp_path / "helpers.py", tmp_path / "pkg" / "rates.py"
+    helper.write_text("BASE = 100\n")
+    rates.write_text("RATE = 2\n")
+    (tmp_path / "steps.py").write_text(HELPED)
+    (tmp_path / "wf.yml").write_text("steps:\n  w: {python: 'steps.py:work'}\n")
+    subprocess.run([sys.executable, "-c", "import helpers, pkg.rates"], cwd=tmp_path,
+                   check=True, env={"PATH": "/usr/bin:/bin"})
+    for file, text in ((helper, "BASE = 500\n"), (rates, "RATE = 7\n")):
+        stat = file.stat()
+        file.write_text(text)
+        os.utime(file, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # (one tick)
+    assert dagnb.load(tmp_path / "wf.yml")["w"].func() == 507
+    assert type(sys.modules["pkg.rates"].__spec__.loader) is TextCheckedLoader
+
+
+@pytest.mark.usefixtures("helpers_forgotten")
+def test_a_folder_with_no_steps_file_keeps_python_s_own_loader(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    (tmp_path / "helpers.py").write_text("BASE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import helpers  # noqa: F401
+
+    assert type(sys.modules["helpers"].__spec__.loader) is importlib.machinery.SourceFileLoader
+
+
+@pytest.mark.usefixtures("helpers_forgotten")
+def test_a_virtual_environment_in_the_steps_folder_keeps_python_s_own_loader(
+        tmp_path: Path, workdir: Path, monkeypatch) -> None:
+    """Its packages' ``.pyc`` files, written at install, still serve: not compiled anew."""
+    site = tmp_path / ".venv" / "lib" / "site-packages"
+    (site / "venvpkg").mkdir(parents=True)
+    (site / "venvpkg" / "__init__.py").write_text("")
+    (site / "venvpkg" / "inner.py").write_text("X = 1\n")
+    (tmp_path / "steps.py").write_text("def work():\n    return 1\n")
+    (tmp_path / "wf.yml").write_text("steps:\n  w: {python: 'steps.py:work'}\n")
+    dagnb.load(tmp_path / "wf.yml")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delitem(sys.modules, "venvpkg", raising=False)
+    monkeypatch.delitem(sys.modules, "venvpkg.inner", raising=False)
+    import venvpkg.inner  # noqa: F401
+
+    assert type(sys.modules["venvpkg.inner"].__spec__.loader) is (
+        importlib.machinery.SourceFileLoader)
+    monkeypatch.delitem(sys.modules, "venvpkg.inner")
+    monkeypatch.delitem(sys.modules, "venvpkg")

@@ -52,7 +52,7 @@ from dagnb.fingerprint.sources import class_source
 from dagnb.model.masking import SecretFinder
 from dagnb.model.moved_modules import STEPS_MODULE_PREFIX
 from dagnb.model.step import cached_per_function
-from dagnb.workflows.bytecode import TextCheckedLoader
+from dagnb.workflows.bytecode import TextCheckedLoader, search_with_text_checks
 from dagnb.workflows.file_facts import file_digest
 from dagnb.workflows.published import Published, Read, taking_upstreams
 from dagnb.workflows.siblings import check_siblings
@@ -269,6 +269,7 @@ def _imported(path: Path, where: str) -> types.ModuleType:
     folder = str(resolved.parent)
     if not again and folder not in sys.path:
         sys.path.insert(0, folder)
+    search_with_text_checks(folder)  # (its helpers too: never a stale .pyc's code)
     check_siblings(resolved, where)  # (at each load: another folder's may be loaded since)
     if again:
         sys.modules[known[1].__name__] = known[1]  # (a file of the same name may have taken it)
