@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import dagnb
+from dagnb.workflows import bytecode
 from dagnb.workflows.bytecode import TextCheckedLoader
 
 STEPS = "def work():\n    return 'first'\n"
@@ -158,3 +159,15 @@ def test_a_virtual_environment_in_the_steps_folder_keeps_python_s_own_loader(
         importlib.machinery.SourceFileLoader)
     monkeypatch.delitem(sys.modules, "venvpkg.inner")
     monkeypatch.delitem(sys.modules, "venvpkg")
+
+
+def test_a_package_of_a_steps_folder_within_another_s_is_checked_too(
+        tmp_path: Path, monkeypatch) -> None:
+    """Workflows in ``a/`` and ``a/sub/`` (no package): ``a/sub/pkg`` is the inner one's,
+    whichever folder is looked at first."""
+    inner = tmp_path / "sub"
+    (inner / "pkg").mkdir(parents=True)
+    (inner / "pkg" / "__init__.py").write_text("")
+    monkeypatch.setattr(bytecode, "_FOLDERS", [str(tmp_path), str(inner)])  # (in order)
+    assert bytecode._of_steps(str(inner / "pkg"))
+    assert not bytecode._of_steps(str(tmp_path / "sub" / "data"))

@@ -90,8 +90,6 @@ def _of_steps(path: str) -> bool:
     ``.pyc`` files their install wrote (compiled anew, an import took seconds)."""
     if path in _FOLDERS:
         return True
-    for folder in _FOLDERS:
-        if path.startswith(folder + os.sep):
-            top = path[len(folder) + 1:].split(os.sep, 1)[0]
-            return os.path.isfile(os.path.join(folder, top, "__init__.py"))
-    return False
+    return any(path.startswith(folder + os.sep) and os.path.isfile(
+        os.path.join(folder, path[len(folder) + 1:].split(os.sep, 1)[0], "__init__.py"))
+        for folder in _FOLDERS)  # (every folder: one may be within another)
