@@ -19,6 +19,7 @@ import asyncio
 import io
 import os
 import sys
+import warnings
 from typing import Any
 
 __all__ = ["EventfdLoop", "new_loop"]
@@ -75,8 +76,11 @@ class EventfdLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
 def new_loop() -> asyncio.AbstractEventLoop:
     """A loop for dagnb's thread: an :class:`EventfdLoop` where asyncio would make its
     selector loop and Linux has eventfd, else the policy's own."""
-    policy: Any = asyncio.get_event_loop_policy()
-    if (type(policy) is asyncio.DefaultEventLoopPolicy and hasattr(os, "eventfd")
+    with warnings.catch_warnings():  # (once a process; Python 3.14 deprecates policies)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        policy: Any = asyncio.get_event_loop_policy()
+        default = type(policy) is asyncio.DefaultEventLoopPolicy
+    if (default and hasattr(os, "eventfd")
             and getattr(policy, "_loop_factory", None) is asyncio.SelectorEventLoop):
         try:
             descriptor = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)  # type: ignore[attr-defined]
