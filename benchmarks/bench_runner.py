@@ -4,6 +4,8 @@
 
 - run_fixed_cost           a 1-step graph, cache off, vs dask.threaded.get of a 1-task
                            graph (<= 2; dask's synchronous get shown for information)
+- loop_wake_round_trip     a call from another thread into dagnb's loop and back, vs
+                           the same on asyncio's own loop (information: the eventfd)
 - shell_steps_cache_off    200 steps running ``true``, 8 at once, per step, vs asyncio
                            starting the same ``bash -c true`` with pipes, 8 at once (<= 1.2)
 - shell_steps_cache_on     the same first run with the cache on (new folder each; <= 1.2)
@@ -34,6 +36,7 @@ import workloads
 from harness import (
     BENCH_DIR,
     Figure,
+    Trial,
     byte_compiled,
     child,
     compare,
@@ -48,6 +51,7 @@ from workloads import DAGNB, JOBLIB
 
 SHELL_STEPS, SHELL_CONCURRENCY = 200, 8
 FIXED_REPEAT = 20
+WAKE_REPEAT = 200
 
 
 def fixed_cost(tmp: Path, rounds: int) -> None:
@@ -73,6 +77,40 @@ def fixed_cost(tmp: Path, rounds: int) -> None:
                   "dask.threaded.get", 2.0, note=f"(1-step graph, {FIXED_REPEAT} runs a trial)"))
     report(Figure("run_fixed_cost_vs_sync", samples["dagnb"], samples["sync"],
                   "dask get_sync", None))
+    wake_round_trip(rounds)
+
+
+def wake_round_trip(rounds: int) -> None:
+    """A call from another thread into the loop and back, on the loop dagnb makes for its
+    thread (woken through an eventfd) and on asyncio's own (a socket pair): every run a
+    script or a notebook starts crosses it (information)."""
+    import concurrent.futures
+    import threading
+
+    from dagnb.executors.wakeup import new_loop
+
+    loops = {"dagnb": new_loop(), "asyncio": asyncio.new_event_loop()}
+    threads = [threading.Thread(target=loop.run_forever, daemon=True) for loop in loops.values()]
+    for thread in threads:
+        thread.start()
+
+    def round_trips(loop: asyncio.AbstractEventLoop) -> Trial:
+        def once() -> None:
+            answered: concurrent.futures.Future[None] = concurrent.futures.Future()
+            loop.call_soon_threadsafe(answered.set_result, None)
+            answered.result()
+
+        return timed(once, repeat=WAKE_REPEAT)
+
+    try:
+        compare("loop_wake_round_trip", round_trips(loops["dagnb"]),
+                round_trips(loops["asyncio"]), "asyncio's own loop", None, rounds,
+                note=f"(call_soon_threadsafe and back, {WAKE_REPEAT} a trial)")
+    finally:
+        for loop, thread in zip(loops.values(), threads, strict=True):
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(5)
+            loop.close()
 
 
 def shell_steps(tmp: Path, rounds: int, memory: Path) -> None:
