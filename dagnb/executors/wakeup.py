@@ -5,7 +5,8 @@ process-starting thread reporting back) wakes the loop. asyncio writes a byte to
 socket pair for it, and reads until the socket raises ``BlockingIOError``; an eventfd
 (Linux) is a counter: one 8-byte write to wake, one read to reset, no exception. A
 ``call_soon_threadsafe`` round trip took 42 µs with the socket and 33 with the eventfd
-(a thread pool's futex: 31), on the 2-core machine the benchmarks run on.
+(a thread pool's futex: 31) on the 2-core machine the benchmarks run on, and 34 and 22
+with both threads on one CPU (``loop_wake_round_trip`` in ``benchmarks/``).
 
 Only where asyncio would make its own selector loop (the default policy on Linux):
 a policy the user chose (uvloop) is left to make the loop. This loop adds no signal
