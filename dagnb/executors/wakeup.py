@@ -31,16 +31,14 @@ _ONE = (1).to_bytes(8, sys.byteorder)  # what eventfd_write(fd, 1) writes
 class EventfdLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
     """asyncio's selector loop, its self-pipe the eventfd ``descriptor`` (it owns it)."""
 
-    _wakeup: io.FileIO | None = None
-
     def __init__(self, descriptor: int) -> None:
         # (a file object, not the bare number: once closed, a late write from another
         # thread raises ValueError rather than write to whatever reuses the number)
-        self._made_wakeup = io.FileIO(descriptor, "r+", closefd=True)
+        self._wakeup: io.FileIO | None = io.FileIO(descriptor, "r+", closefd=True)
         super().__init__()
 
     def _make_self_pipe(self) -> None:  # (called by asyncio's __init__)
-        self._wakeup = self._made_wakeup
+        assert self._wakeup is not None
         self._ssock = self._csock = None
         self._internal_fds += 1  # type: ignore[attr-defined]
         self._add_reader(self._wakeup.fileno(), self._read_from_self)  # type: ignore[attr-defined]
