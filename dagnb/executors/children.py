@@ -9,11 +9,17 @@ stopped as a shell step's group is: SIGTERM, then SIGKILL after the same grace. 
 wait returns, the interrupt lands and the step ends as cancelled or timed out.
 
 Linux lists a thread's children in ``/proc/self/task/<tid>/children``. The list is read
-as each call begins, from a file kept open (one ``pread``, about a microsecond, on
-every Python step's path); the children listed then (a server an earlier step left
-running on purpose) are left alone. Stopped with the new ones: their descendants (``sh
--c`` started them; one holding the output pipe keeps ``subprocess.run`` reading), and
-the group of one that leads its own (``start_new_session``), never the kernel's group.
+as a call begins, from a file kept open; the children listed then (a server an earlier
+step left running on purpose) are left alone. The ``pread`` cost a chain of no-op steps
+3 to 4 µs a step (a tenth of each), so a listing is used again while no code could have
+started a child since it was read: the same loop callback runs (the same turn of the
+loop, :class:`~dagnb.executors.wakeup.EventfdLoop`, and the same task: no other task ran
+meanwhile), no event listener was called, and each call since returned within
+``SPAWN_FLOOR`` (starting a process takes longer).
+
+Stopped with the new ones: their descendants (``sh -c`` started them; one holding the
+output pipe keeps ``subprocess.run`` reading), and the group of one that leads its own
+(``start_new_session``), never the kernel's group.
 Where that file is missing (not Linux, or a kernel without ``CONFIG_PROC_CHILDREN``),
 nothing is stopped: the step ends when its call returns, as before.
 """
@@ -25,13 +31,18 @@ import os
 import signal
 import sys
 import time
+import weakref
 from typing import NamedTuple
 
 from dagnb.executors.reaper import KILL_GRACE
 
-__all__ = ["snapshot", "started_since", "stop"]
+__all__ = ["SPAWN_FLOOR", "call_ended", "listing_stale", "snapshot", "started_since", "stop"]
 
 _LIMIT = 1 << 16  # bytes of a listing: more (some 8,000 children) is not read, nor stopped
+# s: no call returns sooner having started a process: Python's os.posix_spawn waits for
+# the child's exec, 157 µs at best on the 2-core machine (fork: 265), some 40 µs on fast
+# hardware; a no-op step's call takes 1 µs
+SPAWN_FLOOR = 20e-6
 
 
 class _Listing:
@@ -41,19 +52,51 @@ class _Listing:
     thread: int | None = None
     fd = -1
     missing = not sys.platform.startswith("linux")
+    # the last listing read, and the loop callback it was read in: the loop's turn, and
+    # the task it stepped (weakly: a task kept would keep its run's results)
+    kept: bytes | None = None
+    turn: int | None = None
+    task: weakref.ref[object] | None = None
 
 
-def snapshot(thread: int) -> bytes | None:
+def snapshot(thread: int, turn: int | None = None, task: object = None) -> bytes | None:
     """The children of ``thread`` (its native id) now, as listed (parsed only if the call
-    is stopped); None where they cannot be listed."""
-    if _Listing.thread == thread:  # (the usual case inline: one pread, on every step)
+    is stopped); None where they cannot be listed. The loop callback running now, its
+    ``turn`` and ``task`` (None: unknown), lets the listing read last in it serve."""
+    if _Listing.thread == thread:
+        if turn is not None and turn == _Listing.turn and _same_task(task):
+            return _Listing.kept  # (a chain of quick steps)
         try:
             listing = os.pread(_Listing.fd, _LIMIT, 0)
         except OSError:  # the step's code closed it (os.closerange)
             _forget()
         else:
-            return listing if len(listing) < _LIMIT else None
-    return _opened_snapshot(thread)
+            return _kept(listing if len(listing) < _LIMIT else None, turn, task)
+    return _kept(_opened_snapshot(thread), turn, task)
+
+
+def _same_task(task: object) -> bool:
+    kept = _Listing.task
+    return kept is not None and kept() is task
+
+
+def _kept(listing: bytes | None, turn: int | None, task: object) -> bytes | None:
+    _Listing.kept = listing
+    _Listing.turn, _Listing.task = (None, None) if turn is None else (turn, weakref.ref(task))
+    return listing
+
+
+def call_ended(seconds: float) -> None:
+    """A call that began with :func:`snapshot` returned after ``seconds``: one long
+    enough to have started a process makes the next call read the listing again."""
+    if seconds >= SPAWN_FLOOR:
+        _Listing.turn = None
+
+
+def listing_stale() -> None:
+    """Code that may start processes ran on the loop thread (an event listener, which
+    may be the user's): the next call reads the listing again."""
+    _Listing.turn = None
 
 
 def _opened_snapshot(thread: int) -> bytes | None:
@@ -80,7 +123,7 @@ def _opened_snapshot(thread: int) -> bytes | None:
 def _forget() -> None:
     """Open the file again next time. The old number is not closed: if the step's code
     closed it, the number may be another file's by now."""
-    _Listing.thread = None
+    _Listing.thread = _Listing.turn = None
 
 
 if hasattr(os, "register_at_fork"):  # a forked child's file would list its parent's

@@ -96,6 +96,7 @@ def get_loop() -> asyncio.AbstractEventLoop:
     with _lock:
         if _loop is None or _thread is None or not _thread.is_alive():
             _loop = new_loop()
+            children.listing_stale()  # (a listing of the thread before, its turns another loop's)
             _thread = threading.Thread(target=_run_loop, args=(_loop,), name="dagnb-loop",
                                        daemon=True)
             _thread.start()
@@ -448,7 +449,12 @@ def call_interruptibly(func: Callable[..., T], kwargs: Mapping[str, Any]) -> T:
     try:
         try:
             _inline.serial += 1  # (then owner: an interrupt of this call sees its children)
-            _inline.children = children.snapshot(_native_id)  # type: ignore[arg-type]
+            loop = _loop  # (the callback running now: its turn, its task)
+            if type(loop) is EventfdLoop and (task := asyncio.current_task(loop)) is not None:
+                listing = children.snapshot(_native_id, loop.turns, task)  # type: ignore[arg-type]
+            else:  # (a loop that counts no turns)
+                listing = children.snapshot(_native_id)  # type: ignore[arg-type]
+            _inline.children = listing
             _inline.func = func
             _inline.owner = _UNOWNED if owner is None else owner
             if waits:  # (the earliest of nested timeouts)
@@ -457,6 +463,7 @@ def call_interruptibly(func: Callable[..., T], kwargs: Mapping[str, Any]) -> T:
         finally:
             fired = _inline.leave()
             held = time.monotonic() - began  # (_count_held inline: on every step)
+            children.call_ended(held)
             _Held.total += held
             for wait in waits:
                 wait.own += held

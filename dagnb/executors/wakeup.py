@@ -31,6 +31,10 @@ _ONE = (1).to_bytes(8, sys.byteorder)  # what eventfd_write(fd, 1) writes
 class EventfdLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
     """asyncio's selector loop, its self-pipe the eventfd ``descriptor`` (it owns it)."""
 
+    # loop iterations begun: a callback that reads it twice and finds it unchanged knows
+    # no other callback ran in between (see dagnb.executors.children)
+    turns = 0
+
     def __init__(self, descriptor: int) -> None:
         # (a file object, not the bare number: once closed, a late write from another
         # thread raises ValueError rather than write to whatever reuses the number)
@@ -50,6 +54,10 @@ class EventfdLoop(asyncio.SelectorEventLoop):  # type: ignore[misc,valid-type]
         self._remove_reader(wakeup.fileno())  # type: ignore[attr-defined]
         wakeup.close()
         self._internal_fds -= 1  # type: ignore[attr-defined]
+
+    def _run_once(self) -> None:
+        self.turns += 1
+        super()._run_once()  # type: ignore[misc]
 
     def add_signal_handler(self, sig: int, callback: Any, *args: Any) -> None:
         """Refused, as asyncio refuses it on any thread but the main one (where this

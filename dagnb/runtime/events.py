@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 from dagnb.checks import warn_user
+from dagnb.executors.children import listing_stale
 
 __all__ = [
     "LOG_BYTES_KEPT",
@@ -86,11 +87,14 @@ class EventLog:
             self._events.append(event)
             if kind == "state" and step is not None:
                 self._states[step] = data["state"]
-        for listener in self._listeners:
-            try:
-                listener(event)
-            except Exception as exc:  # a view that fails must not fail the step it reports
-                self._drop(listener, exc)
+        listeners = self._listeners
+        if listeners:  # (code of the user's, perhaps, run on the loop thread)
+            listing_stale()
+            for listener in listeners:
+                try:
+                    listener(event)
+                except Exception as exc:  # a view that fails must not fail the step
+                    self._drop(listener, exc)
         return event
 
     def _drop(self, listener: Listener, error: Exception) -> None:
