@@ -63,22 +63,28 @@ def test_a_listing_serves_again_only_in_the_callback_it_was_read_in() -> None:
     first = children.snapshot(thread, 7, task)
     started = [_spawned()]
     try:
-        # the same callback, after a call too quick to start a process: served again
-        children.call_ended(children.SPAWN_FLOOR / 2)
-        assert children.snapshot(thread, 7, task) == first
-        # a call long enough to have started one: read again
-        children.call_ended(children.SPAWN_FLOOR)
+        assert children.snapshot(thread, 7, task) == first  # the same callback: served
+        children.listing_stale()  # (said after a long call, or a listener)
         assert started[0].pid in _pids(children.snapshot(thread, 7, task))
         for reads_again in (lambda: children.snapshot(thread, 8, task),  # the next turn
                             lambda: children.snapshot(thread, 7, other),  # another task
                             lambda: children.snapshot(thread)):  # no callback known
             started.append(_spawned())
             assert started[-1].pid in _pids(reads_again())
-        started.append(_spawned())
-        children.listing_stale()  # an event listener ran
-        assert started[-1].pid in _pids(children.snapshot(thread))
     finally:
         _ended(*started)
+
+
+def test_only_a_call_too_quick_to_start_a_process_leaves_the_listing_to_serve() -> None:
+    def settled(call: Any) -> bool:
+        loop_module.call_interruptibly(call, {})
+        return children._Listing.turn is not None
+
+    async def calls() -> list[bool]:
+        quick = [settled(lambda: None) for _ in range(50)]  # (the first opens the file)
+        return [any(quick), settled(lambda: time.sleep(children.SPAWN_FLOOR))]
+
+    assert loop_module.submit(calls()).result(10) == [True, False]
 
 
 def test_the_loop_counts_its_turns() -> None:

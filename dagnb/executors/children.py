@@ -36,7 +36,7 @@ from typing import NamedTuple
 
 from dagnb.executors.reaper import KILL_GRACE
 
-__all__ = ["SPAWN_FLOOR", "call_ended", "listing_stale", "snapshot", "started_since", "stop"]
+__all__ = ["SPAWN_FLOOR", "listing_stale", "snapshot", "started_since", "stop"]
 
 _LIMIT = 1 << 16  # bytes of a listing: more (some 8,000 children) is not read, nor stopped
 # s: no call returns sooner having started a process: Python's os.posix_spawn waits for
@@ -64,8 +64,9 @@ def snapshot(thread: int, turn: int | None = None, task: object = None) -> bytes
     is stopped); None where they cannot be listed. The loop callback running now, its
     ``turn`` and ``task`` (None: unknown), lets the listing read last in it serve."""
     if _Listing.thread == thread:
-        if turn is not None and turn == _Listing.turn and _same_task(task):
-            return _Listing.kept  # (a chain of quick steps)
+        kept = _Listing.task  # (a chain of quick steps: the listing kept serves)
+        if turn is not None and turn == _Listing.turn and kept is not None and kept() is task:
+            return _Listing.kept
         try:
             listing = os.pread(_Listing.fd, _LIMIT, 0)
         except OSError:  # the step's code closed it (os.closerange)
@@ -75,27 +76,16 @@ def snapshot(thread: int, turn: int | None = None, task: object = None) -> bytes
     return _kept(_opened_snapshot(thread), turn, task)
 
 
-def _same_task(task: object) -> bool:
-    kept = _Listing.task
-    return kept is not None and kept() is task
-
-
 def _kept(listing: bytes | None, turn: int | None, task: object) -> bytes | None:
     _Listing.kept = listing
     _Listing.turn, _Listing.task = (None, None) if turn is None else (turn, weakref.ref(task))
     return listing
 
 
-def call_ended(seconds: float) -> None:
-    """A call that began with :func:`snapshot` returned after ``seconds``: one long
-    enough to have started a process makes the next call read the listing again."""
-    if seconds >= SPAWN_FLOOR:
-        _Listing.turn = None
-
-
 def listing_stale() -> None:
-    """Code that may start processes ran on the loop thread (an event listener, which
-    may be the user's): the next call reads the listing again."""
+    """Code that may have started processes ran on the loop thread (a call that lasted
+    ``SPAWN_FLOOR`` or more, an event listener, which may be the user's): the next call
+    reads the listing again."""
     _Listing.turn = None
 
 

@@ -463,7 +463,8 @@ def call_interruptibly(func: Callable[..., T], kwargs: Mapping[str, Any]) -> T:
         finally:
             fired = _inline.leave()
             held = time.monotonic() - began  # (_count_held inline: on every step)
-            children.call_ended(held)
+            if held >= children.SPAWN_FLOOR:  # (it may have started a process)
+                children.listing_stale()
             _Held.total += held
             for wait in waits:
                 wait.own += held

@@ -671,8 +671,11 @@ class Scheduler:
         """Whether a step downstream of ``name`` is not inline Python (it reads the
         entry's files, its result as a file among them)."""
         steps = self.run.steps
-        return any(steps[child].func is None or not self._inline(steps[child])
-                   for child in self._dependents[name])
+        for child in self._dependents[name]:  # (not any() of a generator: every step)
+            step = steps[child]
+            if step.func is None or not self._inline(step):
+                return True
+        return False
 
     def _inline(self, step: Step) -> bool:
         """Whether the local executor runs Python ``step`` in this process; an executor
@@ -960,7 +963,8 @@ class Scheduler:
             if seen is not None and interrupted_unwaited(seen, began):
                 raise _stopped_by_the_button(step.name)
             outcome = ended
-            self._ran(step, ended)  # (failed or not: the image that ran)
+            if ended.image_ref:  # (failed or not: the image that ran; _ran inline)
+                self._ran(step, ended)
         except asyncio.CancelledError:  # (a run's timeout, a cancel): one still queued did
             start = None  # not run, and is not said to have (no 'started', no attempt)
             raise
