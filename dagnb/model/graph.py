@@ -12,7 +12,7 @@ import inspect
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["Graph", "unknown_need_message"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 class Graph:
@@ -71,8 +72,8 @@ class Graph:
         None: named in the command that makes the file again.
     """
 
-    __slots__ = ("_changes", "_checked", "_earlier", "_order", "_own_params", "_steps",
-                 "base_dir", "description", "given_params", "last_run", "name",
+    __slots__ = ("_changes", "_checked", "_derived", "_earlier", "_order", "_own_params",
+                 "_steps", "base_dir", "description", "given_params", "last_run", "name",
                  "parameters", "template", "workflow_file")
 
     def __init__(
@@ -99,6 +100,7 @@ class Graph:
         self._order: list[str] | None = None  # the whole graph's order, until it changes
         self._changes = 0  # steps added, replaced or removed so far
         self._checked = -1  # the _changes that validate() last passed at
+        self._derived: tuple[int, Hashable, Any] | None = None  # see derived()
         for step in steps:
             self.add(step)
 
@@ -194,6 +196,18 @@ class Graph:
         """How many times a step was added, replaced or removed: a view of the graph
         (the builder's choices) is stale when this moved since it was drawn."""
         return self._changes
+
+    def derived(self, key: Hashable, make: Callable[[], T]) -> T:
+        """``make()``, kept until a step changes: asked again with an equal ``key``
+        meanwhile, the same value (a run's links between its steps, which a notebook's
+        graph of 1,000 steps made anew on every run). One kept at a time; the caller
+        must not change it."""
+        kept = self._derived
+        if kept is not None and kept[0] == self._changes and kept[1] == key:
+            return kept[2]  # type: ignore[no-any-return]
+        changes, value = self._changes, make()
+        self._derived = (changes, key, value)
+        return value
 
     @property
     def names(self) -> list[str]:

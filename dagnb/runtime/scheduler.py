@@ -92,7 +92,7 @@ if TYPE_CHECKING:
     from dagnb.cache.steps import StepCache
     from dagnb.cache.store import Entry
 
-__all__ = ["RunOptions", "Scheduler"]
+__all__ = ["Links", "RunOptions", "Scheduler", "step_links"]
 
 STDERR_TAIL = 20  # stderr lines of a failed attempt in its StepFailed
 # an error's line: room for "exit code N: " and the note of a stderr line cut to its limit
@@ -232,11 +232,13 @@ class Scheduler:
     def __init__(
         self, run: Run, options: RunOptions, secrets: Mapping[str, Mapping[str, str]],
         others: Mapping[str, str] = _NONE, masked_only: Mapping[str, str] = _NONE,
+        links: Links | None = None,
     ) -> None:
         """``secrets``: each step's, read from the environment; ``others``: those that
         the graph's steps outside this run declare (a notebook's other cells), withheld
         and masked here too; ``masked_only``: secrets of the settings (a registry's
-        token), masked and kept out of the cache but not withheld."""
+        token), masked and kept out of the cache but not withheld; ``links``: the run's
+        :func:`step_links` as an earlier run of the same steps made them."""
         self.run = run
         self.options = options
         self._caller = checks.user_line()  # (made where the run starts, not on the loop)
@@ -256,8 +258,9 @@ class Scheduler:
         self._emit = run.events.emit
         self._finished: dict[str, _Outcome] = {}
         self._step_count = len(run.order)  # (settled: the run is done)
-        self._waiting, self._dependents, self._widest = _links(run.order, run.steps,
-                                                               options.after)
+        waiting, self._dependents, self._widest = links or step_links(
+            run.order, run.steps, options.after)
+        self._waiting = waiting.copy()  # (counted down as steps end)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._settled: set[str] = set()
         self._unsent: dict[str, HeldUploads] = {}  # step -> its entry's upload, held
@@ -268,6 +271,7 @@ class Scheduler:
         self._policies: dict[str | None, Any] = {}
         self._executors: dict[Any, Executor] = {}
         self._breakers: dict[str, Any] = {}
+        self._all_inline: bool | None = None  # see _read_by_a_command
         self._running: dict[str, list[object]] = {}  # executor -> its attempts now
         self._stop_reason = "the run was cancelled"
         self._stopper: asyncio.Task[None] | None = None
@@ -670,12 +674,25 @@ class Scheduler:
     def _read_by_a_command(self, name: str) -> bool:
         """Whether a step downstream of ``name`` is not inline Python (it reads the
         entry's files, its result as a file among them)."""
+        if self._all_inline is None:  # (asked once a run: most runs are all inline)
+            self._all_inline = self._every_step_inline()
+        if self._all_inline:
+            return False
         steps = self.run.steps
         for child in self._dependents[name]:  # (not any() of a generator: every step)
             step = steps[child]
             if step.func is None or not self._inline(step):
                 return True
         return False
+
+    def _every_step_inline(self) -> bool:
+        """Whether every step of the run is Python run in this process (each executor
+        the steps name asked once)."""
+        steps = self.run.steps.values()
+        if any(step.func is None for step in steps):
+            return False
+        named = {step.executor: step for step in steps}
+        return all(self._inline(step) for step in named.values())
 
     def _inline(self, step: Step) -> bool:
         """Whether the local executor runs Python ``step`` in this process; an executor
@@ -1312,10 +1329,13 @@ def _run_of(runs: str, pid: int, step: str, own: str) -> str | None:
     return None
 
 
-def _links(
+Links = tuple[dict[str, int], dict[str, list[str]], int]
+
+
+def step_links(
     order: list[str], steps: Mapping[str, Step],
     after: Mapping[str, tuple[str, ...]] | None = None,
-) -> tuple[dict[str, int], dict[str, list[str]], int]:
+) -> Links:
     """Each step's count of needs in the run, the steps of the run that need it, and the
     most steps that can ever run at once, or more: the roots, plus for each step
     releasing k steps, k - 1 new branches (a chain is one, whatever its length). In one
