@@ -87,14 +87,15 @@ class EventLog:
             self._events.append(event)
             if kind == "state" and step is not None:
                 self._states[step] = data["state"]
-        listeners = self._listeners
-        if listeners:  # (code of the user's, perhaps, run on the loop thread)
-            listing_stale()
-            for listener in listeners:
-                try:
-                    listener(event)
-                except Exception as exc:  # a view that fails must not fail the step
-                    self._drop(listener, exc)
+            if self._listeners:  # (code of the user's, perhaps, run on the loop thread
+                # between two steps' calls; a line a step printed reaches them in its call,
+                # whose length counts, and a hit's lines replayed end with its state)
+                listing_stale()
+        for listener in self._listeners:
+            try:
+                listener(event)
+            except Exception as exc:  # a view that fails must not fail the step it reports
+                self._drop(listener, exc)
         return event
 
     def _drop(self, listener: Listener, error: Exception) -> None:
