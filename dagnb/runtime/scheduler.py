@@ -686,13 +686,15 @@ class Scheduler:
         return False
 
     def _every_step_inline(self) -> bool:
-        """Whether every step of the run is Python run in this process (each executor
-        the steps name asked once)."""
+        """Whether every step of the run is Python run in this process, as the executors
+        made so far tell (one not made yet is not known: executors are made as a step
+        first needs one, so that a cached step needs no engine)."""
         steps = self.run.steps.values()
         if any(step.func is None for step in steps):
             return False
-        named = {step.executor: step for step in steps}
-        return all(self._inline(step) for step in named.values())
+        made = self._executors
+        return all(named in made and made[named].name == "local"
+                   for named in {step.executor for step in steps})
 
     def _inline(self, step: Step) -> bool:
         """Whether the local executor runs Python ``step`` in this process; an executor
