@@ -20,7 +20,9 @@ def test_a_ctrl_c_as_the_run_is_handed_to_the_loop_stops_its_running_step(monkey
 
     def handed_then_interrupted(future):
         handed(future)
-        time.sleep(0.5)  # (the loop thread starts the step meanwhile)
+        deadline = time.monotonic() + 10  # the loop thread starts the step meanwhile:
+        while not _printed(begun) and time.monotonic() < deadline:  # (its first line,
+            time.sleep(0.01)  # not a fixed wait: a loaded machine took longer than 0.5 s)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(loop.TaskFuture, "start", handed_then_interrupted)
@@ -33,3 +35,8 @@ def test_a_ctrl_c_as_the_run_is_handed_to_the_loop_stops_its_running_step(monkey
     run.wait(timeout=10)
     assert run.states() == {"slow": "cancelled"}
     assert run.logs("slow")["line"].tolist() == ["started"]  # (it was running)
+
+
+def _printed(begun: list) -> bool:
+    """Whether the run handed over has printed a line yet."""
+    return bool(begun) and any(event.kind == "log" for event in begun[0].events)
