@@ -36,6 +36,7 @@ __all__ = ["Graph", "unknown_need_message"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
+DERIVED_KEPT = 8  # values Graph.derived keeps at most (then it starts again)
 
 
 class Graph:
@@ -100,7 +101,7 @@ class Graph:
         self._order: list[str] | None = None  # the whole graph's order, until it changes
         self._changes = 0  # steps added, replaced or removed so far
         self._checked = -1  # the _changes that validate() last passed at
-        self._derived: tuple[int, Hashable, Any] | None = None  # see derived()
+        self._derived: tuple[int, dict[Hashable, Any]] = (-1, {})  # see derived()
         for step in steps:
             self.add(step)
 
@@ -200,13 +201,19 @@ class Graph:
     def derived(self, key: Hashable, make: Callable[[], T]) -> T:
         """``make()``, kept until a step changes: asked again with an equal ``key``
         meanwhile, the same value (a run's links between its steps, which a notebook's
-        graph of 1,000 steps made anew on every run). One kept at a time; the caller
-        must not change it."""
-        kept = self._derived
-        if kept is not None and kept[0] == self._changes and kept[1] == key:
-            return kept[2]  # type: ignore[no-any-return]
-        changes, value = self._changes, make()
-        self._derived = (changes, key, value)
+        graph of 1,000 steps made anew on every run). A few keys kept at a time
+        (:data:`DERIVED_KEPT`: a notebook's cells select different steps); the caller
+        must not change the value."""
+        changes, kept = self._derived
+        if changes != self._changes:
+            kept = {}
+            self._derived = (self._changes, kept)
+        elif key in kept:
+            return kept[key]  # type: ignore[no-any-return]
+        value = make()
+        if len(kept) >= DERIVED_KEPT:
+            kept.clear()
+        kept[key] = value
         return value
 
     @property

@@ -65,6 +65,7 @@ from dagnb.runtime.history import (
 from dagnb.runtime.reads import PublishedReads, checked_after, with_after
 from dagnb.runtime.run import Run
 from dagnb.runtime.scheduler import Links, RunOptions, Scheduler, step_links
+from dagnb.runtime.selection import Selection, selection_of
 from dagnb.runtime.unmounted import NOTEBOOK_WORDS, PYTHON_WORDS, WORKFLOW_WORDS, FrontEndWords
 
 if TYPE_CHECKING:
@@ -445,13 +446,14 @@ def prepare(
     after = checked_after(graph, reads.after if reads is not None and after is None else after)
     if after:
         order = with_after(graph, order, after)
-    steps = graph.steps_of(order)
+    selected = selection_of(graph, order)  # (what the checks look at, kept a while)
+    steps = dict(selected.steps)  # (the Run's own)
     base_dir = _resolved(graph.base_dir or ".", cwd)
-    mounting = [name for name, step in steps.items() if step.mounts]  # (most mount none)
-    if mounting:
-        graph.check_mounts(mounting, base_dir)
-    check_retries(steps.values())
-    check_secret_values(graph, _writing_params(graph, steps), cache_directory)
+    if selected.mounting:  # (most mount none)
+        graph.check_mounts(selected.mounting, base_dir)
+    check_retries(selected.odd_retries)
+    # (a step with no params and no env holds no secret's value)
+    check_secret_values(graph, _writing_params(graph, selected), cache_directory)
     refreshed = _refresh(graph, refresh, skip_cache)
     if max_concurrency is not None and (
         isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int)
@@ -462,7 +464,8 @@ def prepare(
     cache_for = functools.partial(
         StepCache, cache_directory, refresh=refreshed, version=cache_version, ttl=ttl,
         # this run's, the other cells' and the registry's
-        secrets=[*known_secret_values(graph), *registry_secrets.values()],
+        secrets=[*known_secret_values(selected.graph_secret_steps),
+                 *registry_secrets.values()],
         in_container=container_steps(executor or config.executor), workflow=graph.name,
     )
     options = RunOptions(
@@ -490,9 +493,12 @@ def prepare(
         # (a folder it may not write, a CI's read-only mount of a pulled cache: its hits
         # read as read-only reads them, with no bookkeeping written and nothing to warn of)
         options.cache = cache_for(mode=mode, read_only=unwritable)
-    secret_values = _secrets_needed(graph, steps, options.cache, reads)
-    require_engine(graph, steps, executor or config.executor, options.cache, reads)
-    refuse_services_off_dagger(steps, executor or config.executor)
+    secret_values = _secrets_needed(graph, selected, options.cache, reads)
+    default = executor or config.executor
+    if "dagger" in selected.executors_named(default):
+        require_engine(graph, steps, default, options.cache, reads)
+    if selected.binding:
+        refuse_services_off_dagger(steps, default)
     if sleep is not None:
         options.sleep = sleep
     run_id = _new_run_id()
@@ -504,20 +510,22 @@ def prepare(
     if on_event is not None:
         run.events.subscribe(on_event)
     graph.started(run)
-    return run, Scheduler(run, options, secret_values, _others_secrets(graph, steps),
+    return run, Scheduler(run, options, secret_values, selected.others_secrets(os.environ),
                           # the variables named as secrets beyond doubt (HF_TOKEN), declared
                           # or not: masked and kept out of the cache, not withheld (an
                           # in-process step reads them, a command inherits them)
                           masked_only={**environ_secrets(), **registry_secrets},
-                          links=_links_of(graph, order, steps, options.after))
+                          links=_links_of(graph, selected, order, options.after))
 
 
-def _links_of(graph: Graph, order: list[str], steps: Mapping[str, Step],
+def _links_of(graph: Graph, selected: Selection, order: list[str],
               after: Mapping[str, tuple[str, ...]] | None) -> Links:
     """The links between the run's steps, kept by the graph until a step changes: a
     notebook's graph runs the same selection again and again (1,000 steps: 0.4 ms)."""
-    key = ("links", tuple(order), tuple(after.items()) if after else None)
-    return graph.derived(key, functools.partial(step_links, order, steps, after))
+    if not after:  # (most runs: the selection's own)
+        return selected.links()
+    key = ("links", tuple(order), tuple(after.items()))
+    return graph.derived(key, functools.partial(step_links, order, selected.steps, after))
 
 
 def _words_for(graph: Graph, words: FrontEndWords) -> FrontEndWords:
@@ -540,21 +548,14 @@ GRAPH_RUN_OPTIONS = RUN_OPTIONS | {"raise_on_failure"}  # graph.run()'s own too
 RUN_OPTIONS_DOC = " (each is described in help(dagnb.runtime.prepare.prepare))"
 
 
-def _others_secrets(graph: Graph, steps: Mapping[str, Step]) -> dict[str, str]:
-    """The secrets that the graph's steps outside this run declare, as set now (a
-    notebook runs a cell's steps: the secret of another cell is withheld and masked
-    in this run too, as in a run of the whole graph)."""
-    names = {name for step in graph if step.name not in steps
-             for name in step.secrets}
-    return {name: os.environ[name] for name in sorted(names) if name in os.environ}
-
-
-def _writing_params(graph: Graph, steps: Mapping[str, Step]) -> list[Step]:
-    """The steps whose params a run writes to the cache folder: its own, and each that
-    declares a param given from outside the file, which the run's record keeps."""
+def _writing_params(graph: Graph, selected: Selection) -> list[Step]:
+    """The steps whose params a run writes to the cache folder and that have params or
+    env: its own, and each that declares a param given from outside the file, which the
+    run's record keeps."""
     given = graph.given_params
     if not given:
-        return list(steps.values())
+        return selected.valued
+    steps = selected.steps
     return [step for step in graph
             if step.name in steps or not given.keys().isdisjoint(step.params)]
 
@@ -825,21 +826,22 @@ def _executor_chooser(default: Any) -> Any:
     return executor_for
 
 
-def _secrets_needed(graph: Graph, steps: Mapping[str, Step], cache: Any,
+def _secrets_needed(graph: Graph, selected: Selection, cache: Any,
                     reads: PublishedReads | None) -> dict[str, dict[str, str]]:
     """Each step's secrets, read from the environment; one not set is refused now,
     unless its step comes from the cache: a fully cached run needs no secret, as it
     needs no engine (a new shell where nothing was exported, a CI build that has none).
     The scheduler refuses it after all if such a step must run."""
-    secrets = resolve_secrets(steps.values(), required=False)
-    unset = {name: secret for name, step in steps.items()  # (most steps declare none)
-             if step.secrets and (secret := unset_secret(step, secrets.get(name, {})))}
+    declaring = selected.secret_steps  # (most steps declare none)
+    secrets = resolve_secrets(declaring.values(), required=False)
+    unset = {name: secret for name, step in declaring.items()
+             if (secret := unset_secret(step, secrets.get(name, {})))}
     if not unset:  # (most runs: every secret set)
         return secrets
     from dagnb.runtime.plan import misses
 
     running = (set(unset) if cache is None else  # (no cache: every step runs)
-               {name for name, _ in misses(graph, list(steps), cache, reads)})
+               {name for name, _ in misses(graph, list(selected.steps), cache, reads)})
     for name, secret in unset.items():
         if name in running:
             raise secret_not_set(name, secret)
