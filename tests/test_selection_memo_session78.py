@@ -110,3 +110,17 @@ def test_a_run_looks_over_its_steps_once_until_a_step_changes(
     graph.replace(Step("b", func=lambda a: a + 10, needs=["a"]))
     assert _run(graph, tmp_path).result("b") == 11
     assert made == [("a", "b"), ("a",), ("a", "b")]
+
+
+def test_states_list_the_runs_steps_first_in_its_order_then_any_other() -> None:
+    from dagnb.runtime.events import EventLog
+
+    log = EventLog()
+    log.emit("state", "extra", state="queued")
+    log.emit("state", "b", state="succeeded")
+    log.emit("state", "a", state="running")
+    states = log.states(["a", "b", "c"])
+    assert list(states.items()) == [("a", "running"), ("b", "succeeded"), ("c", "pending"),
+                                    ("extra", "queued")]
+    assert list(log.states().items()) == [("extra", "queued"), ("b", "succeeded"),
+                                          ("a", "running")]

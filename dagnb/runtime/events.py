@@ -111,9 +111,8 @@ class EventLog:
         first state event), then any other step with a state event. The same states as
         the status table's, without folding every event again."""
         found = self._states.copy()  # the loop thread may add to it meanwhile
-        states = {name: found.get(name, "pending") for name in order}
-        for name, state in found.items():
-            states.setdefault(name, state)
+        states = dict.fromkeys(order, "pending")
+        states.update(found)  # (in place for a step of order, after them for another)
         return states
 
     def _keep(self, step: str | None, line: str) -> bool:
