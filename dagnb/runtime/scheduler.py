@@ -179,17 +179,27 @@ class _Outcome:
         return where
 
 
-class _AttemptLog:
-    """An attempt's log sink (see Scheduler._log_sink): ``log(stream, line)`` for a line
-    that ended; ``log.last(stream, line)`` for the end of a stream that had no newline
-    (the step cut off mid-line), masked as the last of its line: a secret's start
-    there (``Bearer sk-live-Abc1``) is masked too (:meth:`Masker.masked_as_last`)."""
+class _AttemptLog(LogFile):
+    """One attempt's lines: its sink (see Scheduler._attempt), ``log(stream, line)`` for a
+    line that ended and ``log.last(stream, line)`` for the end of a stream that had no
+    newline (the step cut off mid-line), masked as the last of its line: a secret's start
+    there (``Bearer sk-live-Abc1``) is masked too (:meth:`Masker.masked_as_last`). Masked,
+    they go to the event log (a bounded head), to the last stderr lines (a short tail,
+    made on the first: most steps print nothing) and to this attempt's log file, which
+    it is (opened at the first line). Also the token of the running attempt
+    (executors.status()). One object an attempt: four (a file, its callback, the sink, a
+    bound method) cost every no-op step 2 µs."""
 
-    __slots__ = ("_emit", "_mask", "_name", "_number", "_tails", "_write")
+    __slots__ = ("_emit", "_files", "_mask", "_name", "_number", "_scheduler", "_tails")
 
-    def __init__(self, scheduler: Scheduler, name: str, number: int, log_file: LogFile) -> None:
+    def __init__(self, scheduler: Scheduler, name: str, number: int,
+                 files: list[LogFile]) -> None:
+        # no Path, no folder, no file until the attempt prints its first line
+        super().__init__(f"{scheduler._folder}/{name}/logs-{number}.jsonl",
+                         scheduler.run.make_workspace)
+        self._scheduler, self._files = scheduler, files  # (for _open: each attempt's file)
         self._emit, self._mask, self._tails = scheduler._emit, scheduler._masking, scheduler._tails
-        self._name, self._number, self._write = name, number, log_file.write_line
+        self._name, self._number = name, number
 
     def __call__(self, stream: str, line: str) -> None:
         mask = self._mask
@@ -208,7 +218,25 @@ class _AttemptLog:
             if tail is None:
                 tail = self._tails[name] = deque(maxlen=STDERR_TAIL)
             tail.append(masked)
-        self._write(event.time, self._number, stream, masked)
+        self.write_line(event.time, self._number, stream, masked)
+
+    def _open(self) -> None:
+        """Open the file, and tell the Run where the step's lines are (its attempts'
+        files so far) and how to flush this one."""
+        super()._open()
+        files = self._files
+        if files is not None:
+            self._scheduler.run.record_log_files(self._name, [f.path for f in files],
+                                                 files[-1].flush)
+
+    def close(self) -> None:
+        super().close()
+        self._files = None  # (it holds this attempt: a cycle only the GC would free)
+
+    def show(self, *shown: Any) -> Any:
+        """Where an attempt of a Python step puts what it displays: its StepDisplays,
+        made on its first display (see Scheduler._display)."""
+        return self._scheduler._display(self._name, self._number, self, *shown)
 
 
 class _Start:
@@ -919,15 +947,6 @@ class Scheduler:
             attempt_limit=_attempt_limit(policy, error),
         )
 
-    def _opened(self, name: str, files: list[LogFile]) -> Callable[[], None]:
-        """What an attempt's log file does as it opens: tell the Run where the step's
-        lines are (its attempts' files so far) and how to flush the open one."""
-
-        def opened() -> None:
-            self.run.record_log_files(name, [f.path for f in files], files[-1].flush)
-
-        return opened
-
     def _policy(self, step: Step) -> Any:
         """The step's retries over the run's defaults (settings < run < step)."""
         retries = step.retries  # most steps share one setting: build each policy once
@@ -954,9 +973,8 @@ class Scheduler:
         self, step: Step, executor: Executor, files: list[LogFile], number: int
     ) -> Outcome:
         """Attempt ``number``, its lines to a log file of its own, added to ``files``."""
-        # no Path, no folder, no file until the attempt prints its first line
-        log_file = LogFile(f"{self._folder}/{step.name}/logs-{number}.jsonl",
-                           self.run.make_workspace, on_open=self._opened(step.name, files))
+        self._tails.pop(step.name, None)  # a new attempt's tail
+        log_file = _AttemptLog(self, step.name, number, files)
         files.append(log_file)
         limit = step.timeout if step.timeout is not None else self.options.step_timeout
         running = self._running[executor.name]  # (made with the executor)
@@ -1040,7 +1058,7 @@ class Scheduler:
         raise asyncio.CancelledError
 
     def _started(
-        self, step: Step, executor: Executor, number: int, log_file: LogFile
+        self, step: Step, executor: Executor, number: int, log_file: _AttemptLog
     ) -> tuple[Task, _Start | None]:
         """The attempt's task, its folder leased if it needs one, "running" said; by an
         executor that queues attempts, when one leaves its queue (the _Start, then)."""
@@ -1067,7 +1085,8 @@ class Scheduler:
                             f"write to its folder; attempt {number} writes to {task.step_dir}/out")
         return task, start
 
-    def _task(self, step: Step, number: int, log_file: LogFile, params: bool = True) -> Task:
+    def _task(self, step: Step, number: int, log_file: _AttemptLog, params: bool = True,
+              ) -> Task:
         task = Task(
             step=step,
             attempt=number,
@@ -1080,9 +1099,8 @@ class Scheduler:
             else _NO_NAMES,
             base_dir=self.options.base_dir,
             run_id=self.run.id,
-            log=(log := self._log_sink(step.name, number, log_file)),
-            show=None if step.func is None else self._display_sink(step.name, number, log,
-                                                                   log_file),
+            log=log_file,
+            show=None if step.func is None else log_file.show,
         )
         if self._masking is not None:
             task.mask, task.cache_secrets = self._masking, self._cache_secrets
@@ -1135,13 +1153,6 @@ class Scheduler:
         except Exception:  # (ExecutorUnavailable, a bad setting: said as that step starts)
             return False
 
-    def _log_sink(self, name: str, number: int, log_file: LogFile) -> _AttemptLog:
-        """Where an attempt's lines go: masked, to the event log (a bounded head), to
-        the attempt's log file (all of them), and the last stderr ones to a short tail
-        (made on the first: most steps print nothing)."""
-        self._tails.pop(name, None)  # a new attempt's tail
-        return _AttemptLog(self, name, number, log_file)
-
     def _stores_displays(self, step: Step, outcome: Outcome | None) -> bool:
         """Whether an attempt's displays go into the step's entry: it succeeded, and the
         step is stored (its key made, see _run_and_store); else they are dropped as it
@@ -1149,21 +1160,14 @@ class Scheduler:
         return (outcome is not None and outcome.exit_code in (0, None)
                 and step.name in self._keys)
 
-    def _display_sink(self, name: str, number: int, log: Callable[[str, str], None],
-                      log_file: LogFile) -> Callable[..., Any]:
-        """Where an attempt of a Python step puts what it displays: its StepDisplays,
-        made on its first display (most steps display none, and a partial costs less)."""
-        return functools.partial(self._display, name, number, log, log_file)
-
-    def _display(self, name: str, number: int, log: Callable[[str, str], None],
-                 log_file: LogFile, *shown: Any) -> Any:
+    def _display(self, name: str, number: int, log_file: _AttemptLog, *shown: Any) -> Any:
         """One display of attempt ``number`` of ``name`` (see StepDisplays.__call__): the
         succeeded attempt's are kept for the step's entry (one that did not stop, still
         displaying, keeps its own)."""
         sink = self._displays.get((name, number))
         if sink is None:
             sink = self._displays[name, number] = StepDisplays(
-                self._emit, name, number, log, log_file, self._masking,
+                self._emit, name, number, log_file, log_file, self._masking,
                 self.run.displays_by_view)
         return sink(*shown)
 
