@@ -52,6 +52,7 @@ from dagnb.executors.reaper import kill_everything, steps_run
 from dagnb.executors.wakeup import EventfdLoop, new_loop
 
 __all__ = [
+    "STARTS_A_PROCESS",
     "Interrupted",
     "TaskFuture",
     "UnwaitedAttempt",

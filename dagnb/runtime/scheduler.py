@@ -63,6 +63,7 @@ from dagnb.executors.base import QUEUES, SIMULATED, Executor, Input, Outcome, Ta
 from dagnb.executors.context import step_secrets
 from dagnb.executors.local import parameter_names
 from dagnb.executors.loop import (
+    STARTS_A_PROCESS,
     cancelling,
     holding,
     interrupt_arrived,
@@ -984,18 +985,20 @@ class Scheduler:
         # (None unless nobody waits for the run; the stop button's SIGINT reaches only
         # the kernel's process group: a Python step run here, not a command, which leads
         # a group of its own)
-        seen = (unwaited_attempt(self.run) if step.func is not None
-                and executor.name == "local" else None)
-        own_group = step.func is None and executor.name == "local"  # (a command: see above)
+        local = executor.name == "local"
+        inline = local and step.func is not None  # (Python run here: asked below too)
+        seen = unwaited_attempt(self.run) if inline else None
+        own_group = local and step.func is None  # (a command: see above)
         try:
-            task, start = self._started(step, executor, number, log_file)
+            task, start = self._started(step, executor, number, log_file, inline)
             if limit is None:  # wait_for would only await it
                 ended = await executor.execute(task)
             else:
                 starts = start.event if start is not None else None
                 ended = await wait_for(executor.execute(task), limit, starts)
-            if self.run.cancel_requested or cancelling() or interrupt_arrived(
-                    self.run, began, own_group=own_group):
+            if self.run.cancel_requested or cancelling() or (  # (too short to have
+                    time.monotonic() - began >= STARTS_A_PROCESS  # started a process: no
+                    and interrupt_arrived(self.run, began, own_group=own_group)):  # call)
                 await self._cut_short()
             if seen is not None and interrupted_unwaited(seen, began):
                 raise _stopped_by_the_button(step.name)
@@ -1058,14 +1061,16 @@ class Scheduler:
         raise asyncio.CancelledError
 
     def _started(
-        self, step: Step, executor: Executor, number: int, log_file: _AttemptLog
+        self, step: Step, executor: Executor, number: int, log_file: _AttemptLog,
+        inline: bool,
     ) -> tuple[Task, _Start | None]:
         """The attempt's task, its folder leased if it needs one, "running" said; by an
-        executor that queues attempts, when one leaves its queue (the _Start, then)."""
-        if step.func is None or executor.name != "local":  # only inline Python makes none
+        executor that queues attempts, when one leaves its queue (the _Start, then).
+        ``inline``: a Python step run in this process."""
+        if not inline:  # only inline Python makes none
             self.run.make_workspace()  # its folder, leased before an executor writes there
         task = self._task(step, number, log_file, params=executor.name != "local")
-        if step.needs and step.func is not None and executor.name == "local":
+        if inline and step.needs:
             task.on_input_paths = self._input_paths_asked  # (if it asks for its folders)
         image = None  # a step on the host ran in no image, whatever it names
         if "containers" in executor.capabilities:
