@@ -206,11 +206,13 @@ FULL_PASSES_AFTER = 30.0  # seconds into a run after which full passes are let r
 # begins once it grew by a quarter and this many objects since the last full pass
 HEAP_GROWTH_FLOOR = 50_000
 HEAP_LOOKS_EVERY = 0.1  # seconds at least between two looks at the heap's size
-_LOOK_SECONDS_PER_OBJECT = 3e-6  # (and more for a larger heap: a look walks it, 5-10 ns
-#                                  an object: looks take some 0.3% of the time at most)
+# and more, so that looks take 0.3% of the time at most: the seconds between two looks
+# per second the last one took (a look walks every object, at 5 to 10 ns an object as
+# measured once; 75 on this 2-core virtual machine, 5.8 ms for a heap of 77,000:
+# spaced by the heap's size alone, they took 2.5% of a kernel's back-to-back runs)
+_LOOK_SPACING = 1 / 0.003
 _UNCOUNTED = -1
 _heap_after_full_pass = _UNCOUNTED  # objects the last full pass left (made here, or seen)
-_heap_counted = 0  # objects as a look last counted them
 _full_passes_seen = -1  # the collector's count of full passes as the heap was last looked at
 _next_look = 0.0  # time.monotonic() of the next look
 
@@ -253,23 +255,27 @@ def _collect_if_grown() -> None:
     runs back to back leave too few allocations between them for Python's own to
     trigger, and cyclic garbage (a step's, an exception's traceback) piled up for the
     kernel's life. So as the first live run freezes the heap, at most once a
-    ``HEAP_LOOKS_EVERY`` seconds (counting the frozen objects walks them all, in
-    CPython 3.11), it is collected fully first if it grew by more than a quarter and
-    ``HEAP_GROWTH_FLOOR`` objects since the last full pass (Python's own rule: the
-    objects promoted since, beyond a quarter of the long-lived ones). The run's own
+    ``HEAP_LOOKS_EVERY`` seconds, and rarer as a look takes longer (counting the frozen
+    objects walks them all, in CPython 3.11: see ``_LOOK_SPACING``), it is collected
+    fully first if it grew by more than a quarter and ``HEAP_GROWTH_FLOOR`` objects
+    since the last full pass (Python's own rule: the objects promoted since, beyond a
+    quarter of the long-lived ones). The run's own
     objects are not there yet. Not while the collector is disabled (``gc.disable()``).
 
     The heap a full pass made elsewhere left (Python's own, a ``gc.collect()``; none yet
     in a new process) is counted at the next look: a process that runs once, or whose
     full passes run between looks (the benchmarks'), never walks its heap."""
-    global _heap_after_full_pass, _heap_counted, _full_passes_seen, _next_look
+    global _heap_after_full_pass, _full_passes_seen, _next_look
     if not gc.isenabled():
         return
+    walked = 0.0  # seconds the count took
     passes = gc.get_stats()[2]["collections"]
     if passes != _full_passes_seen:
         _heap_after_full_pass = _UNCOUNTED
     else:
+        began = time.monotonic()
         size = gc.get_freeze_count()  # (every object: the heap was frozen just now)
+        walked = time.monotonic() - began
         if _heap_after_full_pass == _UNCOUNTED:
             _heap_after_full_pass = size
         elif size - _heap_after_full_pass > max(HEAP_GROWTH_FLOOR, _heap_after_full_pass // 4):
@@ -278,10 +284,8 @@ def _collect_if_grown() -> None:
             gc.freeze()
             size = _heap_after_full_pass = gc.get_freeze_count()
             passes = gc.get_stats()[2]["collections"]
-        _heap_counted = size
     _full_passes_seen = passes
-    _next_look = time.monotonic() + max(HEAP_LOOKS_EVERY,
-                                        _heap_counted * _LOOK_SECONDS_PER_OBJECT)
+    _next_look = time.monotonic() + max(HEAP_LOOKS_EVERY, walked * _LOOK_SPACING)
 
 
 def _until_full_passes() -> float:
