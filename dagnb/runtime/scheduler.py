@@ -797,6 +797,7 @@ class Scheduler:
             self._ran(step, outcome)
         out_dir = self._out_text(step.name)
         if (step.func is not None and outcome.result is not NO_RESULT
+                and self._all_inline is not True  # (most runs: no call, once it is known)
                 and self._read_by_a_command(step.name)):
             cache = self.options.cache
             if digest is None and cache is not None:  # (of its folder without the file)
@@ -915,7 +916,8 @@ class Scheduler:
             unset = unset_secret(step, self.secrets.get(step.name, _NONE))
             if unset is not None:
                 raise secret_not_set(step.name, unset)
-        self.run.make_workspace_for_uses()
+        if self.options.cache is not None:  # (no cache: no entry used to protect)
+            self.run.make_workspace_for_uses()
         executor = self._executor(step)
         policy = self._policy(step)
         files = [] if files is None else files
@@ -974,7 +976,8 @@ class Scheduler:
         self, step: Step, executor: Executor, files: list[LogFile], number: int
     ) -> Outcome:
         """Attempt ``number``, its lines to a log file of its own, added to ``files``."""
-        self._tails.pop(step.name, None)  # a new attempt's tail
+        if self._tails:  # a new attempt's tail (most runs print nothing on stderr)
+            self._tails.pop(step.name, None)
         log_file = _AttemptLog(self, step.name, number, files)
         files.append(log_file)
         limit = step.timeout if step.timeout is not None else self.options.step_timeout
@@ -1145,7 +1148,9 @@ class Scheduler:
                     result = result.get()
                 elif need in self._withheld_results and self._reads_files(step):
                     result = NO_RESULT  # (a container's executor would stage it as a file)
-                inputs[need] = Input(need, done.where, result, done.handle)
+                where = done._path  # (the where property's usual case inline)
+                inputs[need] = Input(need, done.where if where is None else where, result,
+                                     done.handle)
         return inputs
 
     def _reads_files(self, step: Step) -> bool:
