@@ -195,9 +195,8 @@ class _AttemptLog(LogFile):
 
     def __init__(self, scheduler: Scheduler, name: str, number: int,
                  files: list[LogFile]) -> None:
-        # no Path, no folder, no file until the attempt prints its first line
-        super().__init__(f"{scheduler._folder}/{name}/logs-{number}.jsonl",
-                         scheduler.run.make_workspace)
+        # no path, no folder, no file until the attempt prints its first line
+        LogFile.__init__(self, None)  # type: ignore[arg-type]  # (see path)
         self._scheduler, self._files = scheduler, files  # (for _open: each attempt's file)
         self._emit, self._mask, self._tails = scheduler._emit, scheduler._masking, scheduler._tails
         self._name, self._number = name, number
@@ -221,17 +220,27 @@ class _AttemptLog(LogFile):
             tail.append(masked)
         self.write_line(event.time, self._number, stream, masked)
 
+    @property
+    def path(self) -> Path:
+        """The file (it exists once a line was written)."""
+        path = self._path
+        if not isinstance(path, Path):
+            path = self._path = Path(
+                f"{self._scheduler._folder}/{self._name}/logs-{self._number}.jsonl")
+        return path
+
     def _open(self) -> None:
-        """Open the file, and tell the Run where the step's lines are (its attempts'
-        files so far) and how to flush this one."""
-        super()._open()
+        """Open the file, its folder made first (the run's, leased), and tell the Run
+        where the step's lines are (its attempts' files so far) and how to flush this one."""
+        self._scheduler.run.make_workspace()
+        LogFile._open(self)
         files = self._files
         if files is not None:
             self._scheduler.run.record_log_files(self._name, [f.path for f in files],
                                                  files[-1].flush)
 
     def close(self) -> None:
-        super().close()
+        LogFile.close(self)
         self._files = None  # (it holds this attempt: a cycle only the GC would free)
 
     def show(self, *shown: Any) -> Any:
