@@ -122,7 +122,9 @@ class LogFile:
 
     def close(self) -> None:
         """Flush and close the file (nothing happens for a silent attempt)."""
-        with self._lock:
+        lock = self._lock
+        lock.acquire()  # (not ``with``: every attempt passes here)
+        try:
             self._closed = True
             if self._waiting:  # (let go of now: a run's files are not kept till the flush)
                 self._waiting = False
@@ -136,6 +138,8 @@ class LogFile:
                 except OSError as exc:  # the last buffered lines did not fit
                     self.error = self.error or exc
                 self._handle = None
+        finally:
+            lock.release()
 
 
 class _LateFlush:

@@ -804,7 +804,8 @@ class Scheduler:
     def _record(self, step: Step, outcome: Outcome, digest: str | None) -> _Outcome:
         if outcome.image_ref:  # (_ran inline: every step that ran passes here)
             self._ran(step, outcome)
-        out_dir = self._out_text(step.name)
+        out_dir = (f"{self._folder}/{step.name}/out" if not self._own_dirs  # (most runs)
+                   else self._out_text(step.name))
         if (step.func is not None and outcome.result is not NO_RESULT
                 and self._all_inline is not True  # (most runs: no call, once it is known)
                 and self._read_by_a_command(step.name)):
@@ -927,11 +928,20 @@ class Scheduler:
                 raise secret_not_set(step.name, unset)
         if self.options.cache is not None:  # (no cache: no entry used to protect)
             self.run.make_workspace_for_uses()
-        executor = self._executor(step)
-        policy = self._policy(step)
+        # (each lookup's usual case inline, as each is made once a run: every step)
+        executor = self._executors.get(step.executor)
+        if executor is None:
+            executor = self._executor(step)
+        retries = step.retries
+        policy = self._policies.get(None if retries is None else repr(retries))
+        if policy is None:
+            policy = self._policy(step)
         files = [] if files is None else files
-        guard = (self._breaker_of(executor)  # (_uses_breaker inline: every step)
-                 if self.options.circuit_breaker and step.circuit_breaker else None)
+        guard = None
+        if self.options.circuit_breaker and step.circuit_breaker:
+            guard = self._breakers.get(executor.name)
+            if guard is None:
+                guard = self._breaker_of(executor)
         attempt = functools.partial(self._attempt, step, executor, files)
         on_retry = functools.partial(self._retrying, step.name, policy)  # (no closure
         return await run_with_retries(  # made: a partial is one object, freed at once)
