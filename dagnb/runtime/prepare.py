@@ -259,8 +259,8 @@ def _collect_if_grown() -> None:
     objects walks them all, in CPython 3.11: see ``_LOOK_SPACING``), it is collected
     fully first if it grew by more than a quarter and ``HEAP_GROWTH_FLOOR`` objects
     since the last full pass (Python's own rule: the objects promoted since, beyond a
-    quarter of the long-lived ones). The run's own
-    objects are not there yet. Not while the collector is disabled (``gc.disable()``).
+    quarter of the long-lived ones). The run's own objects are not there yet. Not while
+    the collector is disabled (``gc.disable()``).
 
     The heap a full pass made elsewhere left (Python's own, a ``gc.collect()``; none yet
     in a new process) is counted at the next look: a process that runs once, or whose
@@ -553,9 +553,9 @@ RUN_OPTIONS_DOC = " (each is described in help(dagnb.runtime.prepare.prepare))"
 
 
 def _writing_params(graph: Graph, selected: Selection) -> list[Step]:
-    """The steps whose params a run writes to the cache folder and that have params or
-    env: its own, and each that declares a param given from outside the file, which the
-    run's record keeps."""
+    """The steps whose params a run writes to the cache folder: its own (those with
+    params or env alone: the others hold no secret's value), and each that declares a
+    param given from outside the file, which the run's record keeps."""
     given = graph.given_params
     if not given:
         return selected.valued
