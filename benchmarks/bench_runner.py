@@ -4,6 +4,10 @@
 
 - run_fixed_cost           a 1-step graph, cache off, vs dask.threaded.get of a 1-task
                            graph (<= 2; dask's synchronous get shown for information)
+- run_fixed_cost_back_to_back  the same, 2,500 runs a trial with no collection between
+                           them, as a kernel's cells run (information: each trial above
+                           starts just collected, and dagnb's first look at its frozen
+                           heap after a collection walks nothing)
 - loop_wake_round_trip     a call from another thread into dagnb's loop and back, vs
                            the same on asyncio's own loop (information: the eventfd)
 - shell_steps_cache_off    200 steps running ``true``, 8 at once, per step, vs asyncio
@@ -35,6 +39,7 @@ from pathlib import Path
 import workloads
 from harness import (
     BENCH_DIR,
+    MIN_ROUNDS,
     Figure,
     Trial,
     byte_compiled,
@@ -51,6 +56,7 @@ from workloads import DAGNB, JOBLIB
 
 SHELL_STEPS, SHELL_CONCURRENCY = 200, 8
 FIXED_REPEAT = 20
+BACK_TO_BACK = 2_500  # runs a trial of run_fixed_cost_back_to_back: about a second
 WAKE_REPEAT = 200
 
 
@@ -77,6 +83,12 @@ def fixed_cost(tmp: Path, rounds: int) -> None:
                   "dask.threaded.get", 2.0, note=f"(1-step graph, {FIXED_REPEAT} runs a trial)"))
     report(Figure("run_fixed_cost_vs_sync", samples["dagnb"], samples["sync"],
                   "dask get_sync", None))
+    compare("run_fixed_cost_back_to_back",
+            timed(lambda: graph.run(cache=False, cache_directory=folder, executor="local"),
+                  repeat=BACK_TO_BACK),
+            timed(lambda: dask.threaded.get(tasks, "a"), repeat=BACK_TO_BACK),
+            "dask.threaded.get", None, MIN_ROUNDS,
+            note=f"({BACK_TO_BACK:,} runs a trial, no collection between them)")
     wake_round_trip(rounds)
 
 
