@@ -39,8 +39,7 @@ class Selection:
         self.executors = frozenset(step.executor for step in chosen)
         self.binding = [step.name for step in chosen if step.services]
         self._links: Links | None = None
-        every = list(graph)
-        self.graph_secret_steps = [step for step in every if step.secrets]
+        self.graph_secret_steps = [step for step in graph if step.secrets]
         self.others_secret_names = sorted({name for step in self.graph_secret_steps
                                            if step.name not in steps
                                            for name in step.secrets})
