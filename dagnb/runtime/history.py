@@ -508,7 +508,7 @@ class RunFolder:
         # a run that made no folder (and drew no prune) and left the log small leaves
         # nothing to prune; one that left it big compacts it now (rare, and quick)
         elif log_size > _PRUNE_LOG_BYTES and _draw() * (PRUNE_SLACK + 1) < 1:
-            _prune_quietly(records)
+            _prune_quietly(Path(records))  # (a Path: prune joins paths to it)
 
     def _record_elsewhere(self, record: Mapping[str, Any], records: Path,
                           exc: OSError) -> None:
