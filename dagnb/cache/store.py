@@ -1549,5 +1549,5 @@ class SessionStore(Store):
         atexit.register(shutil.rmtree, root, True)
         super().__init__(root, backend=LocalBackend(root), clock=clock)
 
-    def flush(self) -> None:
+    def flush(self, *, compact: bool = True) -> None:
         """Nothing outlives the session, so hits stay in memory."""

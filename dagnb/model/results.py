@@ -210,11 +210,13 @@ class _Bounded(io.RawIOBase):
         return True
 
     def write(self, data: Any) -> int:
-        self.size += len(data)
+        # (protocol 5 writes a large buffer as a PickleBuffer, which has no len())
+        size = len(data) if type(data) is bytes else memoryview(data).nbytes
+        self.size += size
         if self.size > self.limit:
             raise _TooBig
         self.parts.append(bytes(data))
-        return len(data)
+        return size
 
 
 _SHORT_INT = 10**18  # an int closer to 0 takes at most 19 characters as JSON
