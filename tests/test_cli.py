@@ -14,10 +14,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from dagnb.cli import build_parser, main
+from dagnb.runtime import history
 from dagnb.testing import terminal_signals, wait_until
 from dagnb.workflows.loader import load as dagnb_load
 
@@ -1884,16 +1886,19 @@ def _padded_with_other_runs(tmp_path: Path, count: int) -> Path:
 
 
 def _records_parsed(monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    """The run records ``json.loads`` is given from now on (other JSON it reads aside)."""
+    """The run records parsed from now on, by ``json.loads`` or by the history's own
+    decoder of log lines (other JSON it reads aside)."""
     given: list[object] = []
-    loads = json.loads
 
-    def counted(text: str | bytes, *args: object, **kwargs: object) -> object:
-        if b'"states"' in (text if isinstance(text, bytes) else text.encode()):
-            given.append(text)
-        return loads(text, *args, **kwargs)
+    def counting(parse: Any) -> Any:
+        def counted(text: str | bytes, *args: object, **kwargs: object) -> object:
+            if b'"states"' in (text if isinstance(text, bytes) else text.encode()):
+                given.append(text)
+            return parse(text, *args, **kwargs)
+        return counted
 
-    monkeypatch.setattr(json, "loads", counted)
+    monkeypatch.setattr(json, "loads", counting(json.loads))
+    monkeypatch.setattr(history, "_DECODE", counting(history._DECODE))
     return given
 
 

@@ -1151,7 +1151,8 @@ def _settle_started(runs: Path) -> None:
         # process check comes first all the same, see _gone)
         starts = _starts(line for line in lines if not _logged_start(line, logged_ids))
         gone = {start["run"] for start in starts if _process_gone(start)}
-        logged = b"\n".join(line for log in logs for line in _log_lines(log))  # (after: _gone)
+        # (read again after _gone; none to look for when every start line was logged)
+        logged = b"\n".join(line for log in logs for line in _log_lines(log)) if starts else b""
         ended = {start["run"] for start in starts if _json_texts(start["run"])[0] in logged}
         killed = [_killed(start) for start in starts
                   if start["run"] in gone and start["run"] not in ended]
@@ -1213,12 +1214,17 @@ def _newest_first(lines: list[bytes]) -> Iterator[dict[str, Any]]:
 
 
 def _parsed(line: bytes) -> dict[str, Any] | None:
-    """One log line's record; None for a torn or damaged one."""
+    """One log line's record; None for a torn or damaged one. (UTF-8, as dagnb writes
+    its logs: json.loads would first guess the encoding of each line, a prune's every
+    line.)"""
     try:
-        record = json.loads(line)
-    except ValueError:
+        record = _DECODE(line.decode())
+    except ValueError:  # (UnicodeDecodeError too)
         return None
     return record if isinstance(record, dict) else None
+
+
+_DECODE = json.JSONDecoder().decode
 
 
 def _looks_recorded(line: bytes) -> bool:
@@ -1359,15 +1365,16 @@ def _compact_records(path: Path, keep: int) -> None:
     if descriptor is None:
         return
     try:
-        records = _logged(path)
+        lines = _log_lines(path)
+        records = [(line, record) for line in lines if (record := _parsed(line)) is not None]
         if len(records) <= max(_COMPACT_AT, keep) and path.stat().st_size <= _COMPACT_BYTES:
             return
-        newest = {_workflow(record): index for index, record in enumerate(records)}
-        kept = [r for i, r in enumerate(records)
-                if i >= len(records) - keep or newest.get(_workflow(r)) == i]
+        newest = {_workflow(record): index for index, (_, record) in enumerate(records)}
+        kept = [line for i, (line, record) in enumerate(records)
+                if i >= len(records) - keep or newest.get(_workflow(record)) == i]
         partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-        partial.write_text("".join(f"{json.dumps(r, separators=(',', ':'))}\n" for r in kept),
-                           encoding="utf-8")
+        # (each kept record as it was written: one JSON object a line, parsed whole)
+        partial.write_bytes(b"".join(line.strip() + b"\n" for line in kept))
         os.replace(partial, path)
     finally:
         os.close(descriptor)
