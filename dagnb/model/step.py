@@ -15,9 +15,10 @@ import json
 import os
 import re
 import sys
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
-from types import MappingProxyType
+from types import FunctionType, MappingProxyType
 from typing import Any, TypeVar, Union
 
 from dagnb import checks
@@ -543,11 +544,21 @@ def _may_be_retries(value: Any) -> bool:
 def cached_per_function(compute: Callable[[Any], T]) -> Callable[[Any], T]:
     """``compute(func)``, remembered per function (steps ask on every run), and computed
     afresh for a callable object that cannot be hashed (a ``@dataclass`` with
-    ``__call__``: ``eq=True`` leaves it no ``__hash__``)."""
+    ``__call__``: ``eq=True`` leaves it no ``__hash__``). A plain function is held
+    weakly, forgotten with it: a notebook defines its functions again at each run of a
+    cell, and each held its closure and defaults (a frame it closed over) alive."""
     cached = functools.lru_cache(maxsize=4096)(compute)
+    functions: dict[int, tuple[weakref.ref[Any], T]] = {}
 
     @functools.wraps(compute)
     def lookup(func: Any) -> T:
+        if type(func) is FunctionType:
+            known = functions.get(id(func))
+            if known is not None and known[0]() is func:
+                return known[1]
+            value = compute(func)
+            functions[id(func)] = (weakref.ref(func, _forgetting(functions, id(func))), value)
+            return value
         try:
             return cached(func)
         except TypeError:
@@ -556,6 +567,16 @@ def cached_per_function(compute: Callable[[Any], T]) -> Callable[[Any], T]:
             return compute(func)
 
     return lookup
+
+
+def _forgetting(table: dict[int, Any], ident: int) -> Callable[[Any], None]:
+    """The callback of the weak reference kept in ``table`` under ``ident``: it removes
+    the entry, unless another function (its id reused) has it now."""
+    def forget(ref: weakref.ref[Any]) -> None:
+        known = table.get(ident)
+        if known is not None and known[0] is ref:
+            del table[ident]
+    return forget
 
 
 def _hashable(value: Any) -> bool:

@@ -33,6 +33,7 @@ import stat
 import sys
 import sysconfig
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePath
 from types import CodeType
@@ -426,8 +427,10 @@ _FOUND_LIMIT = 4096
 _WARNED: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
 # id(step) -> (step, base folder, cache folder): a step object looked at already is
 # passed at the cost of a dict hit as its key is made again (a key costs microseconds:
-# the look, or even an os.getcwd(), would add a good part of one).
-_LOOKED: dict[int, tuple[Step, Path, Path | None]] = {}
+# the look, or even an os.getcwd(), would add a good part of one). The memos here hold
+# steps and functions weakly: a notebook makes them anew at each run of a cell, and
+# each held what its function closes over alive.
+_LOOKED: dict[int, tuple[weakref.ref[Step], Path, Path | None]] = {}
 
 
 def _note_unmounted_reads(step: Step, base_dir: Path, cache_folder: Path | None) -> None:
@@ -440,7 +443,7 @@ def _note_unmounted_reads(step: Step, base_dir: Path, cache_folder: Path | None)
             _NOTED.pop(id(step), None)
         return
     looked = _LOOKED.get(id(step))
-    if (looked is not None and looked[0] is step and looked[1] is base_dir
+    if (looked is not None and looked[0]() is step and looked[1] is base_dir
             and looked[2] is cache_folder):
         return
     try:
@@ -449,18 +452,19 @@ def _note_unmounted_reads(step: Step, base_dir: Path, cache_folder: Path | None)
         return
     if len(_LOOKED) >= _FOUND_LIMIT:
         _LOOKED.clear()
-    _LOOKED[id(step)] = (step, base_dir, cache_folder)
+    _LOOKED[id(step)] = (weakref.ref(step), base_dir, cache_folder)
     if found:
         if len(_NOTED) >= _FOUND_LIMIT:
             _NOTED.clear()
-        _NOTED[id(step)] = (step, found, tuple(mount_path(base_dir, host) for _, host in found))
+        _NOTED[id(step)] = (weakref.ref(step), found,
+                            tuple(mount_path(base_dir, host) for _, host in found))
     else:
         _NOTED.pop(id(step), None)
 
 
 # id(step) -> (step, what reads it): the shell steps run on this machine reading their
 # whole environment
-_PRINTS_ENVIRONMENT: dict[int, tuple[Step, str]] = {}
+_PRINTS_ENVIRONMENT: dict[int, tuple[weakref.ref[Step], str]] = {}
 _WARNED_ENVIRONMENT: set[str] = set()
 
 
@@ -470,7 +474,7 @@ def _note_whole_environment(step: Step) -> None:
     if seen:
         if len(_PRINTS_ENVIRONMENT) >= _FOUND_LIMIT:
             _PRINTS_ENVIRONMENT.clear()
-        _PRINTS_ENVIRONMENT[id(step)] = (step, seen)
+        _PRINTS_ENVIRONMENT[id(step)] = (weakref.ref(step), seen)
     elif _PRINTS_ENVIRONMENT:
         _PRINTS_ENVIRONMENT.pop(id(step), None)
 
@@ -493,7 +497,7 @@ def _warn_if_environment_printed(step: Step) -> None:
     reads its whole environment, whose variables its key cannot name (the first run
     reads them as they are: only a hit may be stale)."""
     noted = _PRINTS_ENVIRONMENT.get(id(step))
-    if noted is None or noted[0] is not step or step.name in _WARNED_ENVIRONMENT:
+    if noted is None or noted[0]() is not step or step.name in _WARNED_ENVIRONMENT:
         return
     _WARNED_ENVIRONMENT.add(step.name)
     checks.warn_user(_environment_message(step.name, noted[1]), UnkeyedEnvironmentWarning)
@@ -538,7 +542,8 @@ def _dump_said(command: str) -> str:
     return "set with no argument" if name == "set" else f"{command} with no name"
 
 
-# a step's command text, or id of its function -> (the function, the paths it names)
+# a step's command text, or id of its function -> (the function, held weakly, or None
+# for a command; the paths it names)
 _NAMES: dict[Any, tuple[Any, tuple[str, ...]]] = {}
 
 
@@ -550,7 +555,7 @@ def _names_in(step: Step) -> tuple[str, ...]:
     func = step.func
     memo = step.run if func is None else id(func)
     known = _NAMES.get(memo)
-    if known is not None and (func is None or known[0] is func):
+    if known is not None and (func is None or known[0]() is func):
         return known[1]
     if func is None:
         names = command_paths(step.run) if step.run else ()
@@ -560,7 +565,7 @@ def _names_in(step: Step) -> tuple[str, ...]:
             *code_paths(code), *code_folders(code), *_held_paths(_function_of(func), code))))
     if len(_NAMES) >= _FOUND_LIMIT:
         _NAMES.clear()
-    _NAMES[memo] = (func, names)
+    _NAMES[memo] = (None if func is None else _weakly(func), names)
     return names
 
 
@@ -586,7 +591,7 @@ NOTEBOOK_WORDS = FrontEndWords(  # %dagger run --refresh load, %%dagger --mount 
 
 
 # id(step) -> (step, what it names unmounted, their paths here)
-_NOTED: dict[int, tuple[Step, tuple[tuple[str, str], ...], tuple[Path, ...]]] = {}
+_NOTED: dict[int, tuple[weakref.ref[Step], tuple[tuple[str, str], ...], tuple[Path, ...]]] = {}
 
 
 def warn_if_changed_since(step: Step, created: float,
@@ -600,7 +605,7 @@ def warn_if_changed_since(step: Step, created: float,
     if _PRINTS_ENVIRONMENT:
         _warn_if_environment_printed(step)
     noted = _NOTED.get(id(step))
-    if noted is None or noted[0] is not step:
+    if noted is None or noted[0]() is not step:
         return
     changed = tuple(read for read, path in zip(noted[1], noted[2], strict=True)
                     if _changed_since(path, created, walked))
@@ -732,3 +737,11 @@ def _target(host: str) -> str:
 
 if _note_unmounted_reads not in KEYED_ON_HOST:
     KEYED_ON_HOST.append(_note_unmounted_reads)
+
+
+def _weakly(func: Any) -> Callable[[], Any]:
+    """A weak reference to ``func``; one that holds it where it takes none (a builtin)."""
+    try:
+        return weakref.ref(func)
+    except TypeError:
+        return lambda: func
