@@ -174,13 +174,18 @@ class _LateFlush:
                 if not due:
                     self._thread = None
                     return
-            for log in due.values():  # (outside the lock: a flush waits for a write)
-                log.flush()
+            _flush_all(due)  # (its files let go of as it returns, not kept over a sleep:
+            del due          # an attempt's file holds its run till then)
 
     def discard(self, log: LogFile) -> None:
         """Forget ``log``, closed (its close flushed it)."""
         with self._lock:
             self._waiting.pop(id(log), None)
+
+
+def _flush_all(due: dict[int, LogFile]) -> None:
+    for log in due.values():  # (outside the lock: a flush waits for a write)
+        log.flush()
 
 
 def _new_late_flush() -> None:
