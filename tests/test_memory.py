@@ -1325,6 +1325,7 @@ def test_a_cached_function_let_go_at_exit_reports_nothing(tmp_path, monkeypatch)
     import gc
 
     from dagnb.cache import memory as memory_module
+    from dagnb.model import step as step_module
 
     unraisable: list[object] = []
     monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
@@ -1333,8 +1334,9 @@ def test_a_cached_function_let_go_at_exit_reports_nothing(tmp_path, monkeypatch)
     cached = Memory(tmp_path).cache(namespace["f"])
     assert cached(1) == 2
     traits = memory_module._TRAITS
-    for name in ("_TRAITS", "_RUN_CELLS", "_remove_dead"):
+    for name in ("_TRAITS", "_RUN_CELLS"):
         monkeypatch.setattr(memory_module, name, None)  # (as at exit)
+    monkeypatch.setattr(step_module, "_remove_dead", None)  # (the callbacks' helper)
     del cached, namespace
     gc.collect()
     assert unraisable == []

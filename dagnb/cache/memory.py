@@ -92,6 +92,7 @@ from dagnb.fingerprint import (
 from dagnb.fingerprint.environ import WHOLE, UnkeyedEnvironmentWarning, unkeyed_reads_said
 from dagnb.model.moved_modules import STEPS_MODULE_PREFIX
 from dagnb.model.results import NO_RESULT, decode_inline, encode_inline, save_result
+from dagnb.model.step import forgetting
 
 __all__ = ["CachedFunction", "Memory", "ShelvedResult"]
 
@@ -669,19 +670,6 @@ def _called_in_a_class_body() -> bool:
             and "__module__" in namespace)
 
 
-def _forgetting(table: dict[int, tuple[Any, ...]], ident: int) -> Callable[[Any], None]:
-    """The callback of a weak reference kept in ``table`` under ``ident``: it removes it.
-    (Its table and function bound now: at exit the module's globals may be gone when
-    it is called.)"""
-    return lambda _, remove=_remove_dead: remove(table, ident)
-
-
-def _remove_dead(table: dict[int, tuple[weakref.ref[Any], Any]], ident: int) -> None:
-    found = table.get(ident)
-    if found is not None and found[0]() is None:  # (not one made since for a new run)
-        del table[ident]
-
-
 # functools.update_wrapper's assignments are these (3.12 adds __type_params__): a plain
 # function's are then made directly (a fresh process's .cache() pays for its loop)
 _FUNCTION = types.FunctionType
@@ -811,7 +799,7 @@ def _traits_of(func: Callable[..., Any], ignore: list[str]) -> tuple[CallKeys[An
             return keys.copy(func), name, asynchronous
     keys, name, asynchronous = CallKeys(func, ignore), _step_name(func), _is_async(func)
     ident = id(func)
-    _TRAITS[ident] = (weakref.ref(func, _forgetting(_TRAITS, ident)), func.__code__,
+    _TRAITS[ident] = (weakref.ref(func, forgetting(_TRAITS, ident)), func.__code__,
                       func.__defaults__, func.__kwdefaults__, func.__module__,
                       func.__qualname__, keys.copy(None), name, asynchronous)
     return keys, name, asynchronous

@@ -26,8 +26,8 @@ from dagnb.checks import NEVER_EXPIRES, parse_duration, parse_ttl
 from dagnb.errors import InvalidStepError, WorkflowError
 from dagnb.model.masking import variable_holding
 
-__all__ = ["CachePolicy", "Step", "cached_per_function", "check_name", "host_folders",
-           "mount_path", "parse_duration"]
+__all__ = ["CachePolicy", "Step", "cached_per_function", "check_name", "forgetting",
+           "host_folders", "mount_path", "parse_duration"]
 
 T = TypeVar("T")
 
@@ -557,7 +557,7 @@ def cached_per_function(compute: Callable[[Any], T]) -> Callable[[Any], T]:
             if known is not None and known[0]() is func:
                 return known[1]
             value = compute(func)
-            functions[id(func)] = (weakref.ref(func, _forgetting(functions, id(func))), value)
+            functions[id(func)] = (weakref.ref(func, forgetting(functions, id(func))), value)
             return value
         try:
             return cached(func)
@@ -569,14 +569,18 @@ def cached_per_function(compute: Callable[[Any], T]) -> Callable[[Any], T]:
     return lookup
 
 
-def _forgetting(table: dict[int, Any], ident: int) -> Callable[[Any], None]:
-    """The callback of the weak reference kept in ``table`` under ``ident``: it removes
-    the entry, unless another function (its id reused) has it now."""
-    def forget(ref: weakref.ref[Any]) -> None:
-        known = table.get(ident)
-        if known is not None and known[0] is ref:
-            del table[ident]
-    return forget
+def forgetting(table: dict[int, tuple[Any, ...]], ident: int) -> Callable[[Any], None]:
+    """The callback of a weak reference kept first in an entry of ``table`` under
+    ``ident``: it removes the entry, unless one made since (the id reused) is there.
+    (Its table and function bound now: at exit the module's globals may be gone when
+    it is called.)"""
+    return lambda _, remove=_remove_dead: remove(table, ident)
+
+
+def _remove_dead(table: dict[int, tuple[Any, ...]], ident: int) -> None:
+    found = table.get(ident)
+    if found is not None and found[0]() is None:
+        del table[ident]
 
 
 def _hashable(value: Any) -> bool:
