@@ -453,6 +453,10 @@ def call_interruptibly(func: Callable[..., T], kwargs: Mapping[str, Any]) -> T:
             loop = _loop  # (the callback running now: its turn, its task)
             if type(loop) is EventfdLoop and (task := asyncio.current_task(loop)) is not None:
                 listing = children.snapshot(_native_id, loop.turns, task)  # type: ignore[arg-type]
+                # (not kept in this frame: an interrupt's traceback holds the frame, the
+                # task its cancel, whose context is the interrupt; a cycle, which held
+                # the run till a full collection)
+                task = None
             else:  # (a loop that counts no turns)
                 listing = children.snapshot(_native_id)  # type: ignore[arg-type]
             _inline.children = listing

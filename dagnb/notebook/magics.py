@@ -99,8 +99,11 @@ def _usage_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(magics: DaggerMagics, line: str, *args: Any, **kwargs: Any) -> Any:
         try:
             return func(magics, line, *args, **kwargs)
-        except (RunFailed, CacheMissError):
-            raise  # shown by their _render_traceback_ (status rows, misses), no frames
+        except (RunFailed, CacheMissError) as exc:  # shown by their _render_traceback_
+            # (status rows, misses), no frames: the magic's are left out of it, as they
+            # held the run, its steps' results, and IPython keeps the cell's error in a
+            # cycle (its ExecutionResult, in a frame of the traceback): till a full pass
+            raise exc.with_traceback(None)  # noqa: B904 (the same error, not a new one)
         except (DagnbError, UsageError) as exc:
             raise UsageError(magics.without_secrets(str(exc), line)) from None
         except LeftRunning as stop:

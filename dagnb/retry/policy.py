@@ -577,11 +577,25 @@ async def run_with_retries(
         return await _guarded(attempt_fn, next(numbers), breaker)
 
     kwargs = RetryPolicy.from_value(policy).tenacity_kwargs(on_retry)
+    retrying = tenacity.AsyncRetrying(sleep=sleep, **kwargs)
     try:
-        return await tenacity.AsyncRetrying(sleep=sleep, **kwargs)(attempt)
+        return await retrying(attempt)
     except BaseException as error:
         _let_go_of_retry_state(error)
         raise
+    finally:
+        _untied(retrying)
+
+
+def _untied(retrying: tenacity.BaseRetrying) -> None:
+    """Clear the actions tenacity (8.3 on) keeps of its last turn, methods of
+    ``retrying`` in ``retrying``'s own state: a cycle, and with it what ``retrying``
+    holds (the attempt, and so a run's scheduler and the run, its steps' results among
+    them) alive until a full collection (rare while runs go on). Where the state has no
+    actions (older tenacity), nothing."""
+    state = getattr(retrying, "iter_state", None)
+    if state is not None and hasattr(state, "reset"):
+        state.reset()
 
 
 def _let_go_of_retry_state(error: BaseException) -> None:
@@ -620,7 +634,11 @@ def run_with_retries_sync(
         return _guarded_sync(attempt_fn, next(numbers), breaker)
 
     kwargs = RetryPolicy.from_value(policy).tenacity_kwargs(on_retry)
-    return tenacity.Retrying(sleep=sleep, **kwargs)(attempt)
+    retrying = tenacity.Retrying(sleep=sleep, **kwargs)
+    try:
+        return retrying(attempt)
+    finally:
+        _untied(retrying)
 
 
 # ---------------------------------------------------------------- the decorator

@@ -306,6 +306,12 @@ class Run:
         else:
             self._flushes[step] = flush
 
+    def forget_flush(self, step: str, flush: Callable[[], None]) -> None:
+        """Let go of ``flush``, a closed log file's (nothing is left to write), unless a
+        later attempt's replaced it."""
+        if self._flushes.get(step) == flush:
+            del self._flushes[step]
+
     def follow(self, future: concurrent.futures.Future[Any]) -> None:
         """Let ``done`` and ``wait()`` follow ``future``, this run's background execution."""
         self._future = future

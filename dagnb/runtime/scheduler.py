@@ -240,8 +240,13 @@ class _AttemptLog(LogFile):
                                                  files[-1].flush)
 
     def close(self) -> None:
+        opened = self._files is not None and self.count > 0  # (told the run its flush)
         LogFile.close(self)
         self._files = None  # (it holds this attempt: a cycle only the GC would free)
+        if opened:  # a closed file has nothing to flush; the run holding its flush held
+            self._scheduler.run.forget_flush(self._name, self.flush)  # it, and so this
+            # scheduler, and so the run: a cycle only the GC freed (a run with its cache
+            # off, or a step that failed, whose attempt printed)
 
     def show(self, *shown: Any) -> Any:
         """Where an attempt of a Python step puts what it displays: its StepDisplays,
@@ -388,6 +393,10 @@ class Scheduler:
             await self._stop_all("the run was cancelled")
             raise
         finally:
+            # (a cancelled task keeps its CancelledError, whose traceback holds the
+            # task's frames, ``self`` among their locals: through this dict, a cycle that
+            # held the run until a full collection; every task here is done by now)
+            self._tasks.clear()
             if self.options.cache is not None:
                 self.options.cache.close()
             if self._not_uploaded:
@@ -425,11 +434,14 @@ class Scheduler:
         those left)."""
         this = asyncio.current_task()
         run = self.run
-        while name is not None and not (run.cancel_requested or stop_pending()):
-            self._tasks[name] = this  # type: ignore[assignment]  # what _stop_all cancels
-            name = await self._step(name)
-            if name is None and self._ready and not self._failed_fast:
-                name = self._ready.popleft()
+        try:
+            while name is not None and not (run.cancel_requested or stop_pending()):
+                self._tasks[name] = this  # type: ignore[assignment]  # what _stop_all cancels
+                name = await self._step(name)
+                if name is None and self._ready and not self._failed_fast:
+                    name = self._ready.popleft()
+        finally:  # (a cancel's traceback holds this frame, and the task its cancel: not
+            this = None  # a cycle through this name, which held the run till a full pass)
 
     def _wait_ready(self, name: str) -> None:
         """Queue a ready step for the task that made it ready, which takes it once done
@@ -885,10 +897,13 @@ class Scheduler:
             # (a Python step sees no $DAGNB_OUT: it is told of its own folder)
             out = "$DAGNB_OUT" if step.func is None else "dagnb.current().out_dir"
             wrote = guard.end(step.name, watched, out) if watched else None
-        if wrote is not None:
-            raise StepFailed(wrote, step=step.name, masked=True) from failure
-        if failure is not None:
-            raise failure
+        try:
+            if wrote is not None:
+                raise StepFailed(wrote, step=step.name, masked=True) from failure
+            if failure is not None:
+                raise failure
+        finally:  # (the error's traceback holds this frame: no cycle through this name,
+            failure = None  # which held the run, its results, till a full collection)
         return outcome
 
     def _takes(self, step: Step) -> Callable[[], tuple[str, ...]] | None:

@@ -43,7 +43,7 @@ from dagnb import checks
 from dagnb.cache.keys import KEYED_ON_HOST, whole_environment_read
 from dagnb.fingerprint import environ_unkeyed
 from dagnb.fingerprint.environ import WHOLE, UnkeyedEnvironmentWarning, unkeyed_reads_said
-from dagnb.model.step import Step, host_folders, mount_path
+from dagnb.model.step import Step, forgetting, host_folders, mount_path
 
 __all__ = ["NOTEBOOK_WORDS", "PYTHON_WORDS", "WORKFLOW_WORDS", "FrontEndWords",
            "UnkeyedEnvironmentWarning", "UnmountedReadWarning", "ran_in_hint",
@@ -452,11 +452,11 @@ def _note_unmounted_reads(step: Step, base_dir: Path, cache_folder: Path | None)
         return
     if len(_LOOKED) >= _FOUND_LIMIT:
         _LOOKED.clear()
-    _LOOKED[id(step)] = (weakref.ref(step), base_dir, cache_folder)
+    _LOOKED[id(step)] = (_weakly(step, _LOOKED), base_dir, cache_folder)
     if found:
         if len(_NOTED) >= _FOUND_LIMIT:
             _NOTED.clear()
-        _NOTED[id(step)] = (weakref.ref(step), found,
+        _NOTED[id(step)] = (_weakly(step, _NOTED), found,
                             tuple(mount_path(base_dir, host) for _, host in found))
     else:
         _NOTED.pop(id(step), None)
@@ -474,7 +474,7 @@ def _note_whole_environment(step: Step) -> None:
     if seen:
         if len(_PRINTS_ENVIRONMENT) >= _FOUND_LIMIT:
             _PRINTS_ENVIRONMENT.clear()
-        _PRINTS_ENVIRONMENT[id(step)] = (weakref.ref(step), seen)
+        _PRINTS_ENVIRONMENT[id(step)] = (_weakly(step, _PRINTS_ENVIRONMENT), seen)
     elif _PRINTS_ENVIRONMENT:
         _PRINTS_ENVIRONMENT.pop(id(step), None)
 
@@ -565,7 +565,7 @@ def _names_in(step: Step) -> tuple[str, ...]:
             *code_paths(code), *code_folders(code), *_held_paths(_function_of(func), code))))
     if len(_NAMES) >= _FOUND_LIMIT:
         _NAMES.clear()
-    _NAMES[memo] = (None if func is None else _weakly(func), names)
+    _NAMES[memo] = (None if func is None else _weakly(func, _NAMES), names)
     return names
 
 
@@ -739,9 +739,11 @@ if _note_unmounted_reads not in KEYED_ON_HOST:
     KEYED_ON_HOST.append(_note_unmounted_reads)
 
 
-def _weakly(func: Any) -> Callable[[], Any]:
-    """A weak reference to ``func``; one that holds it where it takes none (a builtin)."""
+def _weakly(held: Any, table: dict[Any, tuple[Any, ...]]) -> Callable[[], Any]:
+    """A weak reference to ``held`` (a step, a function), its entry of ``table`` (under
+    its id) removed as it goes, so that dead ones do not fill it; one that holds it
+    where it takes none (a builtin)."""
     try:
-        return weakref.ref(func)
+        return weakref.ref(held, forgetting(table, id(held)))
     except TypeError:
-        return lambda: func
+        return lambda: held
