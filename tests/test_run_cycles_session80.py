@@ -40,7 +40,8 @@ def boom() -> None:
 
 
 def sleepy() -> None:
-    time.sleep(2)
+    for _ in range(2_000):  # (short sleeps: the interrupt lands between two)
+        time.sleep(0.001)
 
 
 async def async_boom() -> None:
