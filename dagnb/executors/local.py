@@ -642,8 +642,9 @@ async def _until_cancelled_or_done(task: Task, step_task: asyncio.Task[Any]) -> 
             task.left_running = True
         step_task.add_done_callback(_dropped)
         raise
-    finally:  # (the task's error has this frame in its traceback: not a cycle through it,
-        step_task = None  # which held the run until a full collection)
+    finally:  # (the task's error has this frame in its traceback: no cycle through this
+        # name, which held the run until a full collection)
+        step_task = None  # type: ignore[assignment]
 
 
 def _dropped(step_task: asyncio.Task[Any]) -> None:

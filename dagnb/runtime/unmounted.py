@@ -430,7 +430,7 @@ _WARNED: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
 # the look, or even an os.getcwd(), would add a good part of one). The memos here hold
 # steps and functions weakly: a notebook makes them anew at each run of a cell, and
 # each held what its function closes over alive.
-_LOOKED: dict[int, tuple[weakref.ref[Step], Path, Path | None]] = {}
+_LOOKED: dict[int, tuple[Callable[[], Any], Path, Path | None]] = {}
 
 
 def _note_unmounted_reads(step: Step, base_dir: Path, cache_folder: Path | None) -> None:
@@ -464,7 +464,7 @@ def _note_unmounted_reads(step: Step, base_dir: Path, cache_folder: Path | None)
 
 # id(step) -> (step, what reads it): the shell steps run on this machine reading their
 # whole environment
-_PRINTS_ENVIRONMENT: dict[int, tuple[weakref.ref[Step], str]] = {}
+_PRINTS_ENVIRONMENT: dict[int, tuple[Callable[[], Any], str]] = {}
 _WARNED_ENVIRONMENT: set[str] = set()
 
 
@@ -591,7 +591,7 @@ NOTEBOOK_WORDS = FrontEndWords(  # %dagger run --refresh load, %%dagger --mount 
 
 
 # id(step) -> (step, what it names unmounted, their paths here)
-_NOTED: dict[int, tuple[weakref.ref[Step], tuple[tuple[str, str], ...], tuple[Path, ...]]] = {}
+_NOTED: dict[int, tuple[Callable[[], Any], tuple[tuple[str, str], ...], tuple[Path, ...]]] = {}
 
 
 def warn_if_changed_since(step: Step, created: float,
