@@ -44,9 +44,9 @@ import functools
 import os
 import shutil
 import signal
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from dagnb.cache.images import digest_of
 from dagnb.errors import DagnbError, ExecutorUnavailable, StepFailed, TransientError
@@ -73,6 +73,9 @@ __all__ = ["DEFAULT_IMAGE", "DaggerExecutor"]
 
 _TAIL = 2000  # characters of stdout/stderr kept in a StepFailed
 _SIGNALLED = range(128, 192)  # exit codes of a process killed by a signal (137: OOM kill)
+T = TypeVar("T")
+
+
 class DaggerExecutor:
     """Runs steps in containers on a Dagger engine.
 
@@ -119,8 +122,13 @@ class DaggerExecutor:
         # The engine's progress output, while the step runs, goes to its run's folder.
         engine_log = connection.engine_log().attached(Path(task.step_dir).parent,
                                                       self._secret_values(task))
-        with engine_log, _tracer().start_as_current_span(task.step.name, attributes=attributes):
-            return await self._execute(task)
+        try:
+            with engine_log, _tracer().start_as_current_span(task.step.name,
+                                                             attributes=attributes):
+                return await self._execute(task)
+        except BaseException as exc:  # (3.10's contextlib keeps an error that leaves a
+            _untangled(exc)  # ``with`` in a frame of its traceback: see _untangled)
+            raise exc.with_traceback(None)  # noqa: B904 (the same error, on its way)
 
     async def _execute(self, task: Task) -> Outcome:
         dagger = connection.require_sdk()
@@ -144,17 +152,25 @@ class DaggerExecutor:
             return dataclasses.replace(outcome, image_ref=facts["image_ref"])
         except DagnbError as exc:
             raise _masked(exc, secrets) from None
+        except asyncio.CancelledError as cancel:  # (a timeout, a cancel: through the SDK's
+            _untangled(cancel)  # retrying, which holds it, a cycle: see _untangled)
+            raise cancel.with_traceback(None)  # noqa: B904 (the same cancel, on its way)
         except dagger.ExecError as exc:
             failed = _failed_exec(task, exc, mask)
+            _untangled(exc)
         except Exception as exc:
             if connection.is_transient(exc):  # the session may be gone: a retry gets a new one
                 await connection.reopen(dag)
+            _untangled(exc)  # (its words are what the step's error says of it)
             raise _classified(f"step {task.step.name!r}", exc, mask, dagger,
                               task.step.name) from None
         # The image ran, failed or not: its digest is named as a succeeded step's is.
         if isinstance(failed, StepFailed):
             failed.image_ref = facts["image_ref"]  # type: ignore[attr-defined]
-            raise failed
+            try:
+                raise failed
+            finally:  # (its traceback holds this frame: no cycle through this name)
+                failed = None
         return dataclasses.replace(failed, image_ref=facts["image_ref"])
 
     async def image_ref(self, image: str, platform: str | None = None, *,
@@ -231,22 +247,31 @@ async def _same(value: Any) -> Any:
 
 
 async def _run(ctr: Any, task: Task) -> Outcome:
-    try:
-        ctr = await ctr.sync()  # runs the exec; a non-zero exit raises dagger.ExecError
+    try:  # runs the exec; a non-zero exit raises dagger.ExecError
+        ctr = await _apart(ctr.sync())
     except asyncio.CancelledError:  # (a timeout, a cancel: the engine keeps what it printed)
         task.log("stderr", _output_withheld(task))
         raise
     # Both in one query: each is a round trip of its own otherwise.
-    output = await ctr._select_multiple(stdout="stdout", stderr="stderr").execute(
-        dict[str, str])
+    output = await _apart(ctr._select_multiple(stdout="stdout", stderr="stderr").execute(
+        dict[str, str]))
     _log(task, "stdout", output["stdout"])
     _log(task, "stderr", output["stderr"])
     out = connection.adopt(ctr.directory(CONTAINER_OUT))
-    await out.export(str(task.out_dir))
+    await _apart(out.export(str(task.out_dir)))
     # (before anything here reads them: a link out of $DAGNB_OUT names the container's file)
     links.set_aside_leaving_links(task.out_dir)
     result = load_result(task.out_dir) if task.step.func is not None else NO_RESULT
     return Outcome(exit_code=0, result=result, handle=out)
+
+
+async def _apart(query: Awaitable[T]) -> T:
+    """``await query`` in a task of its own: the frames of dagger-io's (and httpx's,
+    tenacity's) that a failed try leaves in a cycle (an error kept in a frame of its own
+    traceback) hold their callers' frames, up to the task's first; in this task, those
+    of this executor, which hold the step's task, and so its run, are not among them. A
+    cancel of this task reaches that one."""
+    return await asyncio.ensure_future(query)
 
 
 def _output_withheld(task: Task) -> str:
@@ -425,6 +450,23 @@ def _host_error(exc: Exception) -> str:
         return ""
     paths = " -> ".join(repr(str(p)) for p in (exc.filename, exc.filename2) if p is not None)
     return f"{exc.strerror or type(exc).__name__}: {paths}"
+
+
+def _untangled(exc: BaseException) -> None:
+    """Drop the tracebacks of ``exc`` and of the errors it came from, once read: dagger-io
+    raises its ExecError (its QueryError) from the transport's error in a frame holding
+    it, which that error's traceback holds, and its retrying (tenacity's) keeps the
+    error or cancel of its attempt in a frame of its traceback: cycles, and through the
+    traceback this executor's frames, the task, and so the run, its steps' results,
+    alive until a full collection."""
+    left, seen = [exc], set()
+    while left:
+        error = left.pop()
+        if error is None or id(error) in seen:
+            continue
+        seen.add(id(error))
+        error.__traceback__ = None
+        left += [error.__cause__, error.__context__]
 
 
 def _classified(who: str, exc: Exception, mask: _Mask, dagger: Any,
