@@ -574,7 +574,9 @@ class _ModuleParts:
 def _undecorated_source(func: Callable[..., Any], step: str,
                         lines: list[str] | None = None) -> str:
     """``func``'s definition without decorators, from ``lines`` (its own) or else its
-    file as it is."""
+    file as it is: its text as written, from its ``def`` (``ast.unparse`` of it wrote
+    3.12's f-strings, quotes inside quotes alike, which a container's Python 3.11 or
+    older cannot read: a step with ``f"{d['k']}"`` failed there with a SyntaxError)."""
     try:
         source = textwrap.dedent("".join(lines) if lines is not None
                                  else inspect.getsource(func))
@@ -590,8 +592,8 @@ def _undecorated_source(func: Callable[..., Any], step: str,
             f"step {step!r}: {func.__qualname__!r} is not a 'def' function (a lambda?); "
             "container steps need a named function"
         )
-    node.decorator_list = []
-    return ast.unparse(node) + "\n"
+    written = source.splitlines(keepends=True)[node.lineno - 1:node.end_lineno]
+    return "".join(written).rstrip("\n") + "\n"
 
 
 def _top(name: str) -> str:
