@@ -9,31 +9,17 @@ an engine that dropped the connection): a cycle through its frame."""
 
 from __future__ import annotations
 
-import time
 import weakref
 from pathlib import Path
 from typing import Any
 
 import pytest
+from test_run_cycles_session80 import RUNS, alive_after, boom, result
 
 import dagnb
 from dagnb import Step
 
 pytest_plugins = ["dagger_stub.fixtures"]
-
-RUNS = 3
-
-
-class Result:
-    """A step's result, weakly referenced: alive as long as its run is."""
-
-
-def result() -> Result:
-    return Result()
-
-
-def boom() -> None:
-    raise ValueError("no")
 
 
 @pytest.mark.parametrize("command", [
@@ -51,11 +37,7 @@ def test_a_dagger_run_is_freed_by_reference_counting(
         assert run.states()["exec"] == "failed", run.states()
         runs.append(weakref.ref(run))
         del run
-    deadline = time.monotonic() + 2.0  # (the stub's threads let go of a query's objects)
-    alive = [ref for ref in runs[:-1] if ref() is not None]
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.05)
-        alive = [ref for ref in runs[:-1] if ref() is not None]
+    alive = alive_after(2.0, runs[:-1])  # (the stub's threads let go of a query's objects)
     assert not alive, f"{len(alive)} of {RUNS - 1} Dagger runs let go of are still alive"
 
 
@@ -74,9 +56,5 @@ def test_a_dagger_run_whose_engine_dropped_the_connection_is_freed_too(
         assert "lost the Dagger engine" in run.status_rows()["exec"]["error"]
         runs.append(weakref.ref(run))
         del run
-    deadline = time.monotonic() + 2.0
-    alive = [ref for ref in runs[:-1] if ref() is not None]
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.05)
-        alive = [ref for ref in runs[:-1] if ref() is not None]
+    alive = alive_after(2.0, runs[:-1])
     assert not alive, f"{len(alive)} of {RUNS - 1} Dagger runs let go of are still alive"

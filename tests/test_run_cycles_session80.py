@@ -70,7 +70,7 @@ SCENARIOS: dict[str, tuple[Callable[[], list[Step]], dict[str, Any]]] = {
 }
 
 
-def _alive_after(seconds: float, refs: list[weakref.ref[Any]]) -> list[weakref.ref[Any]]:
+def alive_after(seconds: float, refs: list[weakref.ref[Any]]) -> list[weakref.ref[Any]]:
     """The references still alive, looked at again for up to ``seconds`` (a thread of
     dagnb's, the log flusher, lets go of a file a moment after the run ends)."""
     deadline = time.monotonic() + seconds
@@ -99,7 +99,7 @@ def test_a_run_is_freed_by_reference_counting_whatever_its_steps_did(
             results.append(weakref.ref(made))
         del run, made
     # (the last run is the graph's last_run, and its result with it)
-    alive = _alive_after(2.0, runs[:-1] + results[:-1])
+    alive = alive_after(2.0, runs[:-1] + results[:-1])
     assert not alive, f"{len(alive)} runs or results let go of are still alive"
 
 
@@ -118,7 +118,7 @@ def test_a_failed_cell_frees_its_run_by_reference_counting(
         run = get_session().last_run
         runs.append(weakref.ref(run))
         del run, outcome
-    alive = _alive_after(2.0, runs[:-1])
+    alive = alive_after(2.0, runs[:-1])
     assert not alive, f"{len(alive)} of {RUNS - 1} runs of failed cells are still alive"
 
 
