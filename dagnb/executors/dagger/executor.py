@@ -170,7 +170,7 @@ class DaggerExecutor:
             try:
                 raise failed
             finally:  # (its traceback holds this frame: no cycle through this name)
-                failed = None
+                failed = None  # type: ignore[assignment]
         return dataclasses.replace(failed, image_ref=facts["image_ref"])
 
     async def image_ref(self, image: str, platform: str | None = None, *,
@@ -459,7 +459,8 @@ def _untangled(exc: BaseException) -> None:
     error or cancel of its attempt in a frame of its traceback: cycles, and through the
     traceback this executor's frames, the task, and so the run, its steps' results,
     alive until a full collection."""
-    left, seen = [exc], set()
+    left: list[BaseException | None] = [exc]
+    seen: set[int] = set()
     while left:
         error = left.pop()
         if error is None or id(error) in seen:
