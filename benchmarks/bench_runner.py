@@ -23,6 +23,14 @@
                            step, vs graphlib ordering the chain and a joblib hit per step,
                            also in a fresh process (<= 0.5)
 - cold_rerun_flatness      per step at the largest size vs the smallest (<= 1.2)
+- memory_held_after_failed_runs  a fresh process runs a graph 40 times whose step
+                           fails, given the step before's 10 MB result, each run let go
+                           of as the next starts (a notebook's failing cell run again):
+                           the results still held at the end, vs the same runs with
+                           ``gc.collect()`` after each (the floor: nothing left for the
+                           collector) (<= 1.5; a target of this project's own)
+- memory_grew_after_failed_runs  the process's resident set's growth over those runs,
+                           the same two ways (information)
 
 Sizes default to 1,000 and 10,000; add 100000 with ``--sizes 1000,10000,100000`` (its
 cache fill alone takes minutes).
@@ -44,6 +52,7 @@ from harness import (
     Trial,
     byte_compiled,
     child,
+    column,
     compare,
     interleave,
     machine_note,
@@ -55,6 +64,7 @@ from harness import (
 from workloads import DAGNB, JOBLIB
 
 SHELL_STEPS, SHELL_CONCURRENCY = 200, 8
+HELD_RUNS = 40  # runs of memory_held's fresh process
 FIXED_REPEAT = 20
 BACK_TO_BACK = 2_500  # runs a trial of run_fixed_cost_back_to_back: about a second
 WAKE_REPEAT = 200
@@ -90,6 +100,23 @@ def fixed_cost(tmp: Path, rounds: int) -> None:
             "dask.threaded.get", None, MIN_ROUNDS,
             note=f"({BACK_TO_BACK:,} runs a trial, no collection between them)")
     wake_round_trip(rounds)
+
+
+def memory_held(rounds: int) -> None:
+    """What runs let go of still hold, and how much the process grows, when their step
+    fails: each is freed by reference counting, or waits for a full collection (rare
+    while runs go on: a notebook re-running a failing cell grew by each run's data)."""
+    samples = interleave(
+        {"dagnb": child("held_after_failed_runs", False, HELD_RUNS),
+         "floor": child("held_after_failed_runs", True, HELD_RUNS)},
+        rounds,
+    )
+    floor = "each run collected (gc.collect())"
+    note = f"({HELD_RUNS} runs, fresh process each, a 10 MB result a run)"
+    for key, name, target in (("held", "memory_held_after_failed_runs", 1.5),
+                              ("grew", "memory_grew_after_failed_runs", None)):
+        report(Figure(name, column(samples["dagnb"], key), column(samples["floor"], key),
+                      floor, target, note=note, unit="B"))
 
 
 def wake_round_trip(rounds: int) -> None:
@@ -254,6 +281,7 @@ def main() -> None:
         shell_steps(disk, 5, memory)
         scheduling(disk, 5, args.sizes)
         cold_reruns(memory, 5, args.sizes)
+    memory_held(5)
 
 
 if __name__ == "__main__":

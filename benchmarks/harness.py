@@ -81,6 +81,7 @@ class Figure:
     target: float | None  # dagnb/peer must be at most this; None: shown for information
     note: str = ""
     paired: bool = True
+    unit: str = "s"  # what the samples count: seconds, or "B" (bytes)
 
     @property
     def ratio(self) -> float:
@@ -117,22 +118,28 @@ class Figure:
             f"target <= {self.target:g} {'met' if self.met else 'MISSED'}"
         )
         low_ours, low_peer = min(self.ours), min(self.peer)
+        show = _show_bytes if self.unit == "B" else _show_seconds
         rounds = self.rounds_met
         within = "" if rounds is None else f"; within target in {rounds} of {len(self.ours)} rounds"
         text = (
-            f"{self.name}: dagnb {_show(ours)}, peer {self.peer_name} {_show(peer)}, "
+            f"{self.name}: dagnb {show(ours)}, peer {self.peer_name} {show(peer)}, "
             f"ratio {self._ratio_text()} (median of {len(self.ours)}), {verdict}"
-            f"  [min {_show(low_ours)} / {_show(low_peer)} = {low_ours / low_peer:.2f}{within}]"
+            f"  [min {show(low_ours)} / {show(low_peer)} = {low_ours / low_peer:.2f}{within}]"
         )
         return f"{text}  {self.note}" if self.note else text
 
 
-def _show(seconds: float) -> str:
+def _show_seconds(seconds: float) -> str:
     """Seconds in the unit that gives 3 significant digits."""
     for scale, unit in ((1, "s"), (1e-3, "ms"), (1e-6, "us")):
         if seconds >= scale:
             return f"{seconds / scale:.3g} {unit}"
     return f"{seconds * 1e9:.3g} ns"
+
+
+def _show_bytes(count: float) -> str:
+    """Bytes in MB (2**20), 3 significant digits."""
+    return f"{count / (1 << 20):.3g} MB"
 
 
 def interleave(

@@ -47,6 +47,7 @@ def groups(args: argparse.Namespace, disk: Path, memory: Path) -> dict[str, Call
         "first_run": lambda: bench_cache.first_run(disk, swinging, memory),
         "cold_rerun": lambda: bench_runner.cold_reruns(memory, heavy, args.sizes),
         "fixed_cost": lambda: bench_runner.fixed_cost(disk, handoffs),
+        "memory_held": lambda: bench_runner.memory_held(heavy),
         # (a shell trial's length moves with the disk's from one to the next: 9 rounds)
         "shell": lambda: bench_runner.shell_steps(disk, cheap, memory),
         "scheduling": lambda: bench_runner.scheduling(disk, swinging, args.sizes),

@@ -57,6 +57,21 @@ def cached(lib: str, location: str, func: Any) -> Any:
     return joblib.Memory(location, verbose=0).cache(func)
 
 
+class Payload(bytearray):
+    """A step's big result (a bytearray, weakly referable): alive as long as its run."""
+
+
+PAYLOAD_BYTES = 10 << 20
+
+
+def payload() -> Payload:
+    return Payload(PAYLOAD_BYTES)
+
+
+def fails(load: Any) -> None:
+    raise ValueError(f"no ({len(load)} bytes)")
+
+
 # -- graphs ---------------------------------------------------------------------------
 def chain_graph(n: int, name: str = "chain") -> Any:
     """Step i needs step i-1."""
@@ -213,3 +228,43 @@ def rerun_cold(lib: str, location: str, n: int) -> float:
             func(node)
             sorter.done(node)
     return (time.perf_counter() - begin) / n
+
+
+def held_after_failed_runs(collect: bool, runs: int) -> dict[str, float]:
+    """In a fresh process, ``runs`` runs of a graph whose step fails, given the 10 MB
+    result of the step before it, each run let go of as the next starts (a notebook's
+    cell run again); with ``collect``, ``gc.collect()`` after each (the floor: nothing
+    left for the collector). What is still held at the end: the results alive, in
+    bytes, and how much the process grew (its resident set, after a first run)."""
+    import gc
+    import weakref
+
+    import dagnb
+
+    graph = dagnb.Graph("held", [
+        dagnb.Step("load", func=payload, cache=False),
+        dagnb.Step("boom", func=fails, needs=("load",), cache=False, retries=0),
+    ])
+    graph.run(executor="local")  # (modules loaded, the loop started: not counted)
+    gc.collect()
+    before = _resident_bytes()
+    results = []
+    for _ in range(runs):
+        run = graph.run(executor="local")
+        assert run.states() == {"load": "succeeded", "boom": "failed"}, run.states()
+        results.append(weakref.ref(run.result("load")))
+        del run
+        if collect:
+            gc.collect()
+    held = sum(ref() is not None for ref in results) * PAYLOAD_BYTES
+    return {"held": float(held), "grew": float(_resident_bytes() - before)}
+
+
+def _resident_bytes() -> int:
+    """This process's resident set (Linux's /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/status") as status:
+            line = next(line for line in status if line.startswith("VmRSS:"))
+    except (OSError, StopIteration):
+        return 0
+    return int(line.split()[1]) * 1024

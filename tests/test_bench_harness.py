@@ -58,6 +58,15 @@ def test_a_line_names_both_contenders_the_ratio_the_target_and_the_verdict():
     )
 
 
+def test_a_figure_of_bytes_shows_megabytes():
+    figure = harness.Figure("held", [20 << 20] * 5, [10 << 20] * 5, "floor", 1.5, unit="B")
+
+    assert figure.line() == (
+        "held: dagnb 20 MB, peer floor 10 MB, ratio 2.00 (median of 5), target <= 1.5 MISSED"
+        "  [min 20 MB / 10 MB = 2.00; within target in 0 of 5 rounds]"
+    )
+
+
 def test_a_line_says_in_how_many_rounds_the_ratio_was_within_the_target():
     figure = harness.Figure("x", [1.0, 3.0, 1.0, 1.6, 1.4], [1.0] * 5, "peer", 1.5)
 
