@@ -81,3 +81,20 @@ def test_a_missing_time_stays_missing(zone) -> None:
     zone("America/New_York")
     times = local_times([WINTER, None, float("nan")])
     assert times.isna().tolist() == [False, True, True]
+
+
+@pytest.mark.skipif(not TOKYO.exists(), reason="no system zone files (/usr/share/zoneinfo)")
+def test_the_zone_is_kept_until_tz_or_etc_localtime_changes(
+        zone, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    localtime = tmp_path / "localtime"
+    localtime.symlink_to(TOKYO)
+    monkeypatch.setattr(housekeeping, "_LOCALTIME", str(localtime))
+    zone(None)
+    first = local_zone()
+    assert local_zone() is first and str(first) == "Asia/Tokyo"
+    replaced = tmp_path / "replaced"  # (as timedatectl does: a new link renamed in)
+    replaced.symlink_to(TOKYO.parent.parent / "America" / "New_York")
+    replaced.rename(localtime)
+    assert str(local_zone()) == "America/New_York"
+    zone("Europe/Paris")
+    assert str(local_zone()) == "Europe/Paris"
