@@ -47,6 +47,17 @@ def test_a_zone_named_in_tz_is_zoneinfo_s_and_each_time_has_its_season_s_offset(
     assert offsets([WINTER, SUMMER]) == [timedelta(hours=-5), timedelta(hours=-4)]
 
 
+@pytest.mark.skipif(not TOKYO.exists(), reason="no system zone files (/usr/share/zoneinfo)")
+def test_tz_set_empty_is_utc_as_the_c_library_reads_it(
+        zone, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    localtime = tmp_path / "localtime"
+    localtime.symlink_to(TOKYO)  # (not what an empty TZ means)
+    monkeypatch.setattr(housekeeping, "_LOCALTIME", str(localtime))
+    zone("")
+    assert offsets([WINTER]) == [timedelta(0)] == [
+        datetime.fromtimestamp(WINTER).astimezone().utcoffset()]
+
+
 def test_a_posix_rule_in_tz_is_dateutil_s_local_zone_its_times_aware_all_the_same(
         zone) -> None:
     """(dateutil's ``gettz`` reads the rule too, but no pandas converts to that zone.)"""

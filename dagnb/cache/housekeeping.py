@@ -673,12 +673,15 @@ def _localtime_stamp() -> tuple[int, int] | None:
 
 def _zoneinfo_zone(tz: str | None) -> Any:
     """``TZ``'s zone (a name, as ``Europe/Paris`` or ``:Europe/Paris``, or a zone file's
-    path), else, where it is unset, ``/etc/localtime``'s; None where zoneinfo has no
-    such zone (a POSIX rule, ``EST5EDT,M3.2.0,M11.1.0``)."""
+    path; UTC where it is set empty, as the C library reads it), else, where it is
+    unset, ``/etc/localtime``'s; None where zoneinfo has no such zone (a POSIX rule,
+    ``EST5EDT,M3.2.0,M11.1.0``)."""
     import zoneinfo
 
     name = (tz or "").removeprefix(":")
     try:
+        if tz is not None and not name:
+            return zoneinfo.ZoneInfo("UTC")
         if name and not os.path.isabs(name):
             return zoneinfo.ZoneInfo(name)
         return _zone_of_file(name or _LOCALTIME)
