@@ -30,8 +30,16 @@ distributed = pytest.importorskip("distributed")
 @pytest.fixture(scope="module")
 def cluster():
     """One LocalCluster for the module: starting one takes seconds. Its workers inherit
-    a secret, as workers started from a notebook inherit the notebook's environment."""
-    with pytest.MonkeyPatch.context() as patch:
+    a secret, as workers started from a notebook inherit the notebook's environment.
+
+    Tests here kill workers: a killed worker that is not back within dask's
+    lost-worker-timeout (15 s) is dropped from the cluster for good, its nanny closed,
+    which on CI's loaded machine left the module one worker (2026-12-07: a restart
+    took longer). Here it may take as long as a test's timeout."""
+    import dask
+
+    with pytest.MonkeyPatch.context() as patch, dask.config.set(
+            {"distributed.deploy.lost-worker-timeout": "120s"}):
         patch.setenv("DASK_OTHER_TOKEN", "inherited-secret")
         with distributed.LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
