@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import tempfile
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -56,45 +55,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 _TEMPORARY = pytest.StashKey[tuple[str, "str | None"]]()
-
-
-# Seconds the slowest files took (pytest -n 2 --dist loadfile on the 2-core machine,
-# 2026-12-07; test_binder.py as in CI, whose pip install beside the legs takes twice as
-# long); any other file counts 0.1 s a test. Only an order: a file missing here or
-# mismeasured costs minutes of CI, never a result.
-FILE_SECONDS = {f"tests/{name}": seconds for name, seconds in {
-    "test_remote_cache.py": 132, "test_dask_executor.py": 101, "test_cli.py": 101,
-    "test_binder.py": 100, "test_notebook_pipeline.py": 76, "test_kernel.py": 49,
-    "test_dagger_executor.py": 41, "test_displays_kernel.py": 40,
-    "test_cli_failures.py": 35, "test_lasting_output.py": 20, "test_runner.py": 20,
-    "test_stale_modules.py": 19, "test_dagger_e2e.py": 18, "test_dask_project_modules.py": 18,
-    "test_remote_session63.py": 18, "test_upload_interrupted.py": 18,
-    "test_remote_session65.py": 16, "test_pull_in_use.py": 15, "test_notebook_qa_fixes.py": 15,
-    "test_remote_session68.py": 15, "test_headless_interrupt.py": 15, "test_interrupt.py": 14,
-    "test_dagger_images.py": 13, "test_headless_session66.py": 12, "test_orphans.py": 12,
-    "test_interrupt_after_success.py": 12, "test_memory.py": 12,
-    "test_dagger_run_cycles_session80.py": 11, "test_headless_session65.py": 11,
-    "test_widgets_kernel.py": 11, "test_plan_glance63.py": 11, "test_bench_harness.py": 11,
-    "test_headless_rows63.py": 11,
-}.items()} | {"notebooks/06-workflows-templates-cli.ipynb": 23}
-
-
-def _file_of(item: pytest.Item) -> str:
-    return item.nodeid.split("::")[0]
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """In an xdist worker, the files the slowest first (each file's tests in their own
-    order), for ``--dist loadfile --no-loadscope-reorder`` to hand out: xdist's own order,
-    by number of tests, started the two-test test_binder.py (100 s in CI) with a minute
-    of other work left, the other workers then idle for its rest. A pytest run in one
-    process keeps the files' order."""
-    if not hasattr(config, "workerinput"):
-        return
-    tests_in = Counter(_file_of(item) for item in items)
-    cost = {name: FILE_SECONDS.get(name, 0.1 * count) for name, count in tests_in.items()}
-    items.sort(key=lambda item: -cost[_file_of(item)])  # (stable: files stay whole)
 
 
 @pytest.fixture(autouse=True)
