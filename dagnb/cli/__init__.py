@@ -685,11 +685,11 @@ def _templates(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:  # a broken file: one line, then go on
         warnings.simplefilter("always", templates.BrokenTemplateWarning)
-        frame = templates.table(args.category)
+        rows = templates.table_rows(args.category)
     for warning in caught:
         print(f"dagnb: warning: {warning.message}", file=sys.stderr)
-    print(frame[["id", "category", "name"]].to_string(index=False) if len(frame) else
-          "no templates found")
+    shown = {name: [row[name] for row in rows] for name in ("id", "category", "name")}
+    print(cache_commands.text_table(shown) if rows else "no templates found")
     return 0
 
 
@@ -827,9 +827,10 @@ def _config(args: argparse.Namespace) -> int:
         print(path if path is not None else "no config file (built-in defaults and DAGNB_* only)")
         return 0
     config.reload()  # what a fresh process sees: the file and the environment as they are now
-    frame = config.show(short_paths=False)  # a terminal shows them whole
-    frame["value"] = frame["value"].map(repr)
-    print(frame.to_string(index=False))
+    rows = config.show_rows(short_paths=False)  # a terminal shows them whole
+    print(cache_commands.text_table({"key": [row["key"] for row in rows],
+                                     "value": [repr(row["value"]) for row in rows],
+                                     "source": [row["source"] for row in rows]}))
     return 0
 
 

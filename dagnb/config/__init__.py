@@ -882,11 +882,15 @@ def show(*, short_paths: bool = True) -> Any:
     names the file (``dagnb config show`` prints whole paths)."""
     import pandas as pd
 
+    return pd.DataFrame(show_rows(short_paths=short_paths), columns=["key", "value", "source"])
+
+
+def show_rows(*, short_paths: bool = True) -> list[dict[str, Any]]:
+    """:func:`show`'s rows, without pandas (``dagnb config show`` prints them)."""
     current, where = settings(), origins()
     shown = _readable if short_paths else str
-    rows = [{"key": key, "value": getattr(current, key), "source": shown(where[key])}
+    return [{"key": key, "value": getattr(current, key), "source": shown(where[key])}
             for key in _CHECKS]
-    return pd.DataFrame(rows, columns=["key", "value", "source"])
 
 
 def _readable(source: str) -> str:

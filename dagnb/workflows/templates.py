@@ -627,16 +627,23 @@ def table(category: str | None = None) -> pd.DataFrame:
     required). A file that does not load is left out with a :class:`BrokenTemplateWarning`
     naming it and the problem. ``dagnb.workflows.templates.list()`` is this function.
     """
-    rows = [
+    import pandas as pd  # on first use: `dagnb run` does not need it
+
+    return pd.DataFrame(table_rows(category), columns=_COLUMNS)
+
+
+_COLUMNS = ["id", "name", "category", "description", "parameters"]
+
+
+def table_rows(category: str | None = None) -> list[dict[str, str]]:
+    """:func:`table`'s rows, by id, without pandas (``dagnb templates list`` prints them:
+    pandas' import was half a second of its 0.8)."""
+    return sorted((
         {"id": t.id, "name": t.name, "category": t.category,
          "description": t.description.splitlines()[0] if t.description else "",
          "parameters": ", ".join(signature(p) for p in t.parameters.values())}
         for t in _templates() if category in (None, t.category)
-    ]
-    columns = ["id", "name", "category", "description", "parameters"]
-    import pandas as pd  # on first use: `dagnb run` does not need it
-
-    return pd.DataFrame(rows, columns=columns).sort_values("id", ignore_index=True)
+    ), key=lambda row: row["id"])
 
 
 def signature(parameter: Parameter) -> str:
