@@ -67,6 +67,7 @@ SHELL_STEPS, SHELL_CONCURRENCY = 200, 8
 HELD_RUNS = 40  # runs of memory_held's fresh process
 FIXED_REPEAT = 20
 BACK_TO_BACK = 2_500  # runs a trial of run_fixed_cost_back_to_back: about a second
+LONG_TRIAL_STEPS = 100_000  # scheduling trials this long take MIN_ROUNDS rounds
 WAKE_REPEAT = 200
 
 
@@ -207,10 +208,13 @@ async def _spawn_all(count: int) -> None:
 
 
 def scheduling(tmp: Path, rounds: int, sizes: list[int]) -> None:
-    """The scheduler alone: no-op steps, the cache off, against dask's get_sync."""
+    """The scheduler alone: no-op steps, the cache off, against dask's get_sync. A trial
+    of ``LONG_TRIAL_STEPS`` steps or more lasts seconds and swings little: those sizes
+    take the fewest rounds (the 15 of 100,000 steps took four minutes)."""
     import dask.local
 
     for n in sizes:
+        rounds_here = MIN_ROUNDS if n >= LONG_TRIAL_STEPS else rounds
         shapes = (
             ("chain", workloads.chain_graph(n), workloads.chain_dask(n)),
             ("fanout", workloads.fanout_graph(n), workloads.fanout_dask(n)),
@@ -224,7 +228,7 @@ def scheduling(tmp: Path, rounds: int, sizes: list[int]) -> None:
                     cache=False, cache_directory=f, executor="local", max_concurrency=s),
                     per=steps),
                 timed(lambda t=tasks, k=keys: dask.local.get_sync(t, k), per=steps),
-                "dask get_sync", 1.0, rounds, note="(per step)",
+                "dask get_sync", 1.0, rounds_here, note="(per step)",
             )
 
 

@@ -166,3 +166,28 @@ def test_a_figure_of_processes_at_once_keeps_every_cpu(monkeypatch):
     unpinned = harness.interleave({"a": lambda: _cpus_of(0)}, rounds=5)
 
     assert samples["a"] == unpinned["a"] == [allowed] * 5
+
+
+def test_the_default_run_takes_the_issues_three_sizes_and_quick_leaves_out_the_largest():
+    import run_all
+
+    assert run_all.options([]).sizes == [1_000, 10_000, 100_000]
+    assert run_all.options(["--quick"]).sizes == [1_000, 10_000]
+    assert run_all.options(["--quick", "--sizes", "100000,1000"]).sizes == [1_000, 100_000]
+
+
+def test_scheduling_at_a_hundred_thousand_steps_takes_the_fewest_rounds(monkeypatch, tmp_path):
+    import bench_runner
+    import workloads
+
+    taken: dict[str, int] = {}
+    monkeypatch.setattr(bench_runner, "compare",
+                        lambda name, *args, **kwargs: taken.setdefault(name, args[4]))
+    monkeypatch.setattr(workloads, "chain_graph", lambda n: None)
+    monkeypatch.setattr(workloads, "fanout_graph", lambda n: None)
+    monkeypatch.setattr(workloads, "chain_dask", lambda n: {"a": None})
+    monkeypatch.setattr(workloads, "fanout_dask", lambda n: {"a": None})
+    bench_runner.scheduling(tmp_path, 15, [1_000, 100_000])
+    assert taken == {"scheduling_chain_1000": 15, "scheduling_fanout_1000": 15,
+                     "scheduling_chain_100000": harness.MIN_ROUNDS,
+                     "scheduling_fanout_100000": harness.MIN_ROUNDS}
