@@ -21,7 +21,9 @@ and no ``$DAGNB_IN``, rather than variables naming paths it does not have.
 
 The cluster is the ``dask_scheduler`` setting's (``DAGNB_DASK_SCHEDULER``: an address
 such as ``tcp://10.0.0.5:8786``), or else a ``LocalCluster`` of two single-threaded
-worker processes started on first use. The client (and the cluster it started) lives in
+worker processes started on first use, whose workers dask dropped for good (killed, and
+not back within its lost-worker-timeout) are started again
+(:meth:`_Cluster.workers_restored`). The client (and the cluster it started) lives in
 the current :func:`dagnb.config.context`, one per process, and is closed at exit, or by
 :func:`close`. A client found closed (dask closes one that has lost its scheduler for
 about 10 s; a LocalCluster of the user's closed) is replaced by a new connection when the
@@ -133,6 +135,7 @@ _SCATTER_FROM = 1 << 20  # bytes of payload sent ahead of its task
 _INPUT = "-input"  # the name of a payload sent ahead of its task: the task's, then this
 _BEGAN = "dagnb-began"  # the topic of the events a task logs as it starts on a worker
 _LOOK_EVERY = 1.0  # seconds, at least, between asking the scheduler where a task is
+_RESTART_WAIT = 60.0  # seconds dropped workers have to start again before a second try
 _LINES = "dagnb-lines"  # the topic of the events carrying the lines a step prints
 _CONNECTION_LOST = "scheduler-connection-lost"  # dask's reason for the tasks it cancels
 _LAST_WORDS = 2.0  # seconds a stopped step's last lines have to come from its worker
@@ -166,6 +169,8 @@ class DaskExecutor:
         cluster, sent, future = await _submitted(task, payload, key, marker, began, heard)
         del payload  # (a pickle in it may be large: the cluster has it now)
         watch = asyncio.ensure_future(_watch_start(task, cluster, key, began))
+        keep = (asyncio.ensure_future(_keep_workers(task, cluster))
+                if cluster.local is not None else None)
         try:
             await _done(future)
             report = await asyncio.to_thread(cluster.result, future)
@@ -184,6 +189,8 @@ class DaskExecutor:
             raise error from exc
         finally:
             watch.cancel()
+            if keep is not None:
+                keep.cancel()
             cluster.release(future, sent)
             if cluster.finished(future):  # the last step of a connection since replaced
                 asyncio.get_running_loop().run_in_executor(None, cluster.close)  # (blocks)
@@ -386,6 +393,24 @@ async def _watch_start(
                                "timeout starts when one takes it")
 
 
+async def _keep_workers(task: Task, cluster: _Cluster) -> None:
+    """While the attempt lasts, start again the workers dagnb's LocalCluster dropped: a
+    task queued, or rescheduled as its worker died, waits for ever on a cluster with no
+    workers (a worker restarted fast can take the task, then be closed by the drop)."""
+    while True:
+        await asyncio.sleep(_LOOK_EVERY)
+        _say_restored(task, cluster.workers_restored(), cluster)
+
+
+def _say_restored(task: Task, restored: int, cluster: _Cluster) -> None:
+    """Say in the step's log that dagnb's LocalCluster is starting dropped workers again."""
+    if restored:
+        total = len(cluster.local.worker_spec)
+        task.log("stderr", f"dagnb: dask's LocalCluster had dropped {restored} of its {total} "
+                           "workers (killed, and not back within dask's lost-worker-timeout); "
+                           "dagnb is starting them again")
+
+
 async def _submitted(
     task: Task, payload: list[wire.Frame], key: str, marker: str,
     began: Callable[[], None], heard: _Heard, again: bool = True,
@@ -396,6 +421,7 @@ async def _submitted(
     from distributed.client import ClosedClientError
 
     cluster = await asyncio.to_thread(_cluster, task.run_id)
+    _say_restored(task, cluster.workers_restored(), cluster)
     if cluster.client.status == "connecting" and not await asyncio.to_thread(
             cluster.reconnected, task.run_id):  # (a task sent now would be cancelled)
         raise ExecutorUnavailable(f"step {task.step.name!r} was not sent: "
@@ -581,6 +607,7 @@ class _Cluster:
         self.hearing: dict[str, _Heard] = {}  # task keys: where their lines go
         self.where = address or _scheduler_address(client)  # (said when it is lost)
         self._subscribed: Any = None  # the connection to the scheduler it subscribed on
+        self._restoring_at: float | None = None  # when dropped workers were started again
         # values go straight to and from the workers of a LocalCluster (dask's default
         # is through the scheduler, which is in this process: one more copy here)
         self.direct = True if local is not None else None
@@ -596,6 +623,32 @@ class _Cluster:
             return sent
         except (TimeoutError, asyncio.TimeoutError):  # the workers went meanwhile: ditto
             return payload
+
+    def workers_restored(self) -> int:
+        """How many workers dagnb's own LocalCluster had dropped and is now starting again
+        (0: none, or the cluster is not dagnb's). A worker killed (out of memory) and not
+        back within dask's ``distributed.deploy.lost-worker-timeout`` (15 s: a loaded
+        machine's restart takes longer) is dropped for good, its nanny closed; with both
+        gone, every later step waited in the queue for ever. The cluster still lists the
+        dropped workers' specs: scaling to them starts them again (once: the cluster
+        starts what its specs name and are not running, under its own lock)."""
+        local = self.local
+        if local is None:
+            return 0
+        try:
+            dropped = len(local.worker_spec) - len(local.workers)
+            if dropped <= 0:
+                self._restoring_at = None
+                return 0
+            now = time.monotonic()
+            if (local.status.name != "running" or (self._restoring_at is not None
+                    and now - self._restoring_at < _RESTART_WAIT)):  # (started: not again)
+                return 0
+            local.scale(len(local.worker_spec))
+        except Exception:  # (a cluster closing meanwhile: the submit says what is wrong)
+            return 0
+        self._restoring_at = now
+        return dropped
 
     def _has_workers(self) -> bool:
         """Whether the cluster has a worker now: scattering waits for one only until a

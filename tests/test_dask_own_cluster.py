@@ -1,0 +1,139 @@
+"""dagnb's own LocalCluster (no dask_scheduler set) keeps its workers: one that dask
+dropped for good, killed and not back within its lost-worker-timeout, is started again
+as the next step is sent, and the step runs instead of waiting in the queue for ever."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("distributed")
+
+# A fresh process (its own LocalCluster, as a script or notebook gets without a scheduler
+# set) runs a step on dask, then SIGKILLs both workers with dask's lost-worker-timeout
+# at 0 s, as a restart slower than it (15 s by default, on a loaded machine) is treated:
+# the cluster drops both. The next step must still run.
+DROPPED = """
+import os, signal, sys, time
+import dask
+import dagnb
+from dagnb import Graph, Step
+from dagnb.executors import dask as dask_executor
+
+def pid():
+    return os.getpid()
+
+if __name__ == "__main__":
+    dagnb.configure(cache_directory=sys.argv[1])
+    first = Graph("first", [Step("a", func=pid, executor="dask")]).run(cache=False)
+    first.raise_for_status()
+    cluster = dask_executor._cluster()
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": "0s"}):
+        for worker in cluster.client.run(os.getpid).values():
+            os.kill(worker, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while cluster.local.workers and time.monotonic() < deadline:
+            time.sleep(0.1)
+    print("left", len(cluster.local.workers))
+    second = Graph("second", [Step("b", func=pid, executor="dask", timeout=60)]).run(cache=False)
+    print("state", second.states()["b"])
+    print("workers", len(cluster.local.workers))
+    logged = second.logs()
+    for line in logged[logged["step"] == "b"]["line"]:
+        print("log", line)
+"""
+
+
+@pytest.mark.slow  # a LocalCluster starts, loses both workers, starts them again
+def test_workers_the_cluster_dropped_for_good_are_started_again_for_the_next_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DAGNB_DASK_SCHEDULER", raising=False)
+    done = subprocess.run([sys.executable, "-c", DROPPED, str(tmp_path / "cache")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stderr[-3000:]
+    said = done.stdout.splitlines()
+    assert "left 0" in said, done.stdout  # dask dropped both: what the fix is for
+    assert "state succeeded" in said, done.stdout + done.stderr[-3000:]
+    assert "workers 2" in said, done.stdout
+    assert any(line.startswith("log dagnb: dask's LocalCluster had dropped 2 of its 2 workers")
+               for line in said), done.stdout
+
+
+# The same, the workers dropped while a step waits in the queue for one: both are
+# taken by steps that sleep (no retries, so nothing is sent again), then killed. (A
+# worker restarted fast may take the waiting step before dask drops it: the step, begun,
+# is then rescheduled with no worker left, and must not wait for ever either.)
+WAITING = """
+import os, signal, sys, time
+import dask
+import dagnb
+from dagnb import Graph, Step
+from dagnb.executors import dask as dask_executor
+from dagnb.runtime.prepare import start_background
+
+def sleeps():
+    time.sleep(60)
+
+def quick():
+    return os.getpid()
+
+if __name__ == "__main__":
+    dagnb.configure(cache_directory=sys.argv[1])
+    Graph("warm", [Step("w", func=quick, executor="dask")]).run(cache=False).raise_for_status()
+    cluster = dask_executor._cluster()
+    busy = start_background(Graph("busy", [Step("a", func=sleeps, executor="dask"),
+                                           Step("b", func=sleeps, executor="dask")]),
+                            cache=False, enable_retry=False, timeout=40)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and set(busy.states().values()) != {"running"}:
+        time.sleep(0.05)
+    run = start_background(Graph("waits", [Step("c", func=quick, executor="dask")]),
+                           cache=False, enable_retry=False, timeout=40)
+    while time.monotonic() < deadline and run.states()["c"] != "queued":
+        time.sleep(0.05)
+    time.sleep(0.5)  # (sent: in the scheduler's queue, both workers busy)
+    print("before", sorted({**busy.states(), **run.states()}.items()), flush=True)
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": "0s"}):
+        for worker in cluster.client.run(os.getpid).values():
+            os.kill(worker, signal.SIGKILL)
+        while cluster.local.workers and time.monotonic() < deadline:
+            time.sleep(0.1)
+        print("left", len(cluster.local.workers), flush=True)
+        killed = time.monotonic()
+        run.wait()
+        busy.wait()
+    print("state", run.states()["c"], "in", round(time.monotonic() - killed), "s")
+    while len(cluster.local.workers) < 2 and time.monotonic() < killed + 60:
+        time.sleep(0.1)
+    print("workers", len(cluster.local.workers))
+    for each in (busy, run):
+        for line in each.logs()["line"]:
+            print("log", line)
+"""
+
+
+@pytest.mark.slow
+def test_workers_dropped_while_a_step_waits_for_one_are_started_again_for_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("DAGNB_DASK_SCHEDULER", raising=False)
+    done = subprocess.run([sys.executable, "-c", WAITING, str(tmp_path / "cache")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stderr[-3000:]
+    said = done.stdout.splitlines()
+    assert "before [('a', 'running'), ('b', 'running'), ('c', 'queued')]" in said, done.stdout
+    assert "left 0" in said, done.stdout
+    # c ran on the workers started again; or (the race above) it ended as lost with its
+    # worker, as a step whose worker died does. Either way, not stuck till the run's
+    # timeout, and the cluster has its workers back for what comes next.
+    ended = next(line for line in said if line.startswith("state "))
+    state, seconds = ended.split()[1], int(ended.split()[3])
+    assert state in ("succeeded", "failed") and seconds < 60, done.stdout
+    assert "workers 2" in said, done.stdout
+    restarted = [line for line in said if line.startswith(
+        "log dagnb: dask's LocalCluster had dropped 2 of its 2 workers")]
+    assert len(restarted) == 1, done.stdout  # (said once, by the step that saw it first)
