@@ -40,6 +40,8 @@ if __name__ == "__main__":
     print("left", len(cluster.local.workers))
     second = Graph("second", [Step("b", func=pid, executor="dask", timeout=60)]).run(cache=False)
     print("state", second.states()["b"])
+    while len(cluster.local.workers) < 2 and time.monotonic() < deadline + 60:
+        time.sleep(0.1)
     print("workers", len(cluster.local.workers))
     logged = second.logs()
     for line in logged[logged["step"] == "b"]["line"]:
@@ -47,20 +49,28 @@ if __name__ == "__main__":
 """
 
 
+RESTARTED = "log dagnb: dask's LocalCluster had dropped 2 of its 2 workers"
+
+
+def said_by(script: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The lines ``script`` printed, run in a fresh process with no dask_scheduler set
+    (dagnb starts its own LocalCluster there)."""
+    monkeypatch.delenv("DAGNB_DASK_SCHEDULER", raising=False)
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "cache")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+    return done.stdout.splitlines()
+
+
 @pytest.mark.slow  # a LocalCluster starts, loses both workers, starts them again
 def test_workers_the_cluster_dropped_for_good_are_started_again_for_the_next_step(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("DAGNB_DASK_SCHEDULER", raising=False)
-    done = subprocess.run([sys.executable, "-c", DROPPED, str(tmp_path / "cache")],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=110)
-    assert done.returncode == 0, done.stderr[-3000:]
-    said = done.stdout.splitlines()
-    assert "left 0" in said, done.stdout  # dask dropped both: what the fix is for
-    assert "state succeeded" in said, done.stdout + done.stderr[-3000:]
-    assert "workers 2" in said, done.stdout
-    assert any(line.startswith("log dagnb: dask's LocalCluster had dropped 2 of its 2 workers")
-               for line in said), done.stdout
+    said = said_by(DROPPED, tmp_path, monkeypatch)
+    assert "left 0" in said, said  # dask dropped both: what the fix is for
+    assert "state succeeded" in said, said
+    assert "workers 2" in said, said
+    assert any(line.startswith(RESTARTED) for line in said), said
 
 
 # The same, the workers dropped while a step waits in the queue for one: both are
@@ -120,20 +130,15 @@ if __name__ == "__main__":
 def test_workers_dropped_while_a_step_waits_for_one_are_started_again_for_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv("DAGNB_DASK_SCHEDULER", raising=False)
-    done = subprocess.run([sys.executable, "-c", WAITING, str(tmp_path / "cache")],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=110)
-    assert done.returncode == 0, done.stderr[-3000:]
-    said = done.stdout.splitlines()
-    assert "before [('a', 'running'), ('b', 'running'), ('c', 'queued')]" in said, done.stdout
-    assert "left 0" in said, done.stdout
+    said = said_by(WAITING, tmp_path, monkeypatch)
+    assert "before [('a', 'running'), ('b', 'running'), ('c', 'queued')]" in said, said
+    assert "left 0" in said, said
     # c ran on the workers started again; or (the race above) it ended as lost with its
     # worker, as a step whose worker died does. Either way, not stuck till the run's
     # timeout, and the cluster has its workers back for what comes next.
     ended = next(line for line in said if line.startswith("state "))
     state, seconds = ended.split()[1], int(ended.split()[3])
-    assert state in ("succeeded", "failed") and seconds < 60, done.stdout
-    assert "workers 2" in said, done.stdout
-    restarted = [line for line in said if line.startswith(
-        "log dagnb: dask's LocalCluster had dropped 2 of its 2 workers")]
-    assert len(restarted) == 1, done.stdout  # (said once, by the step that saw it first)
+    assert state in ("succeeded", "failed") and seconds < 60, said
+    assert "workers 2" in said, said
+    # (said once, by the step that saw it first)
+    assert len([line for line in said if line.startswith(RESTARTED)]) == 1, said
