@@ -156,6 +156,17 @@ def test_joblib_s_positional_backend_is_refused_naming_the_keyword(tmp_path):
     assert Memory(tmp_path / "cache", "1d", backend="local").store is not None
 
 
+def test_a_ttl_word_that_names_no_backend_is_refused_as_a_duration(tmp_path):
+    # (by keyword as often as not: no talk of positional arguments or of joblib)
+    for word in ("forever", "bogus"):
+        with pytest.raises(ConfigError) as refused:
+            Memory(tmp_path / "cache", ttl=word)
+        message = str(refused.value)
+        assert message.startswith(f"ttl {word!r} is not a duration"), message
+        assert "'never'" in message and "positional" not in message
+    assert not (tmp_path / "cache").exists()  # (refused before anything was made)
+
+
 def test_joblib_s_positional_ignore_is_taken(tmp_path):
     memory = Memory(tmp_path / "cache")
     cached = memory.cache(read_csv_slow, ["sep"])

@@ -59,6 +59,7 @@ __all__ = [
     "Lock",
     "Stamp",
     "StoreBackend",
+    "backend_names",
     "get_backend",
     "make_folder",
     "register_backend",
@@ -175,6 +176,11 @@ def register_backend(name: str, backend: type[StoreBackend]) -> None:
     if not (isinstance(backend, type) and issubclass(backend, StoreBackend)):
         raise CacheError(f"backend {backend!r} must be a StoreBackend subclass")
     _BACKENDS[name] = backend
+
+
+def backend_names() -> frozenset[str]:
+    """The names backends are registered under (``"local"``, and any a plugin added)."""
+    return frozenset(_BACKENDS)
 
 
 def get_backend(name: str) -> type[StoreBackend]:

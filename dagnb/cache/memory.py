@@ -67,7 +67,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from dagnb.cache import refuse_foreign_folder
-from dagnb.cache.backend import LocalBackend
+from dagnb.cache.backend import LocalBackend, backend_names
 from dagnb.cache.call_keys import CallKeys, label, target_of
 from dagnb.cache.eviction import checked_limits
 from dagnb.cache.keys import StepKey
@@ -290,14 +290,15 @@ def _location(value: Any) -> str | os.PathLike[str] | None:
 
 
 def _memory_ttl(value: Any) -> float | None:
-    """Memory's ``ttl``, its second positional argument: one that is no duration and
-    has no digit (``Memory("cache", "local")``, joblib's backend there) is refused
-    naming ``backend=``."""
+    """Memory's ``ttl``, its second positional argument: a backend's name there (or an
+    object that is no duration), as joblib takes it (``Memory("cache", "local")``), is
+    refused naming ``backend=``. Any other word (``ttl="forever"``, given by keyword
+    as often as not) is refused as the duration it is not."""
     try:
         return parse_ttl(value, error=ConfigError)
     except ConfigError:
-        if isinstance(value, (int, float)) or (isinstance(value, str) and any(
-                c.isdigit() for c in value)):
+        if isinstance(value, (int, float)) or (
+                isinstance(value, str) and value not in backend_names()):
             raise  # (a duration mistyped: parse_ttl's words say how to write one)
         shown = short_repr(value, 60, one_line=True)
         backend = repr(value) if isinstance(value, str) else "..."
