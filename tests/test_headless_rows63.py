@@ -76,6 +76,29 @@ def test_history_names_each_headless_notebook_run_by_its_file(
     assert [row[3] for row in rows] == ["sales.ipynb", "churn.ipynb"]
 
 
+@pytest.mark.slow
+def test_history_of_a_notebook_lists_its_runs_alone(
+        two_notebooks_run: tuple[Path, list[subprocess.CompletedProcess[str]]],
+        tmp_path: Path) -> None:
+    """Named as a workflow file is: it was refused, pointing at every run's list."""
+    folder, _ = two_notebooks_run
+    listed = _dagnb("history", "churn.ipynb", cwd=folder)
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split() for line in listed.stdout.splitlines()[1:]]
+    assert [row[3] for row in rows] == ["churn.ipynb"]
+    # (by another spelling of its path: through a link to its folder)
+    (tmp_path / "link").symlink_to(folder, target_is_directory=True)
+    linked = _dagnb("history", "churn.ipynb", "--cache-dir", str(folder / ".dagnb_cache"),
+                    cwd=tmp_path / "link")
+    assert [line.split()[3] for line in linked.stdout.splitlines()[1:]] == ["churn.ipynb"]
+    _write_notebook(folder / "never.ipynb", "%%dagger never_step\necho never")
+    never = _dagnb("history", "never.ipynb", cwd=folder)
+    assert never.returncode == 0 and never.stdout.startswith("no run of never.ipynb recorded")
+    typo = _dagnb("history", "chrun.ipynb", cwd=folder)
+    assert (typo.returncode, typo.stdout) == (2, "")
+    assert typo.stderr == "dagnb: error: notebook 'chrun.ipynb' does not exist; check the path\n"
+
+
 def test_history_names_two_notebooks_of_one_name_by_their_paths_from_here(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """As two workflow files of one name are; a script's graph keeps its graph's name."""

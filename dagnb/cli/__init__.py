@@ -788,13 +788,13 @@ def _logs(args: argparse.Namespace) -> int:
 
 @command("history")
 def _history(args: argparse.Namespace) -> int:
-    if args.workflow is not None and _is_notebook(args.workflow):  # (recorded as "notebook")
-        raise ConfigError(f"dagnb history WORKFLOW takes a workflow file, and "
-                          f"{args.workflow!r} is a notebook: its runs are listed with every "
-                          "run, by dagnb history with no file")
     _unfailing_stdout()
-    return history_command.run(args, None if args.workflow is None
-                               else history_command.workflow_of(args.workflow))
+    if args.workflow is None:
+        return history_command.run(args, None)
+    # (a notebook's runs are recorded as "notebook", every one's: found by their origin)
+    read = history_command.notebook_of if _is_notebook(args.workflow) else (
+        history_command.workflow_of)
+    return history_command.run(args, read(args.workflow))
 
 
 @command("images")

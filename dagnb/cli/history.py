@@ -8,10 +8,11 @@ record nowhere, a full disk, as ``end unrecorded``, in an ``unrecorded`` column)
 read-only run, which writes nothing to the cache folder, is recorded outside it
 (:func:`dagnb.runtime.history.side_home`) and listed too, ``(read-only)`` after its
 time. This lists them, the last ``--last`` (20 unless told), of every workflow or of the
-one named, secrets in the params masked and long values cut as ``dagnb run`` prints
-them (``--run RUN`` lists that run alone, its params whole under the table): its run
-ids are what ``dagnb logs`` names. A file that does not load now (mid-edit) or is gone (renamed)
-is found in the records by its path, under one line on stderr saying so. The
+one named (a notebook's: its runs whose ``origin`` is its file), secrets in the params
+masked and long values cut as ``dagnb run`` prints them (``--run RUN`` lists that run
+alone, its params whole under the table): its run ids are what ``dagnb logs`` names. A
+file that does not load now (mid-edit) or is gone (renamed) is found in the records by
+its path, under one line on stderr saying so. The
 ``workflow`` column names each run's file, by its path from here where two share a name.
 (:mod:`dagnb.cli` registers this as its ``history`` subcommand.)
 """
@@ -44,7 +45,8 @@ def add_parser(sub: Any) -> None:
     history = sub.add_parser("history", help="the recorded runs, oldest first: when, how "
                              "their steps ended, their params")
     history.add_argument("workflow", nargs="?", default=None,
-                         help="only the runs of this workflow file (default: every run)")
+                         help="only the runs of this workflow file or notebook (default: "
+                              "every run)")
     history.add_argument("--last", default=None, metavar="N",
                          help=f"only the last N runs (default {_LAST}; 'all' for every one)")
     history.add_argument("--run", default=None, metavar="RUN",
@@ -54,12 +56,14 @@ def add_parser(sub: Any) -> None:
 
 class Workflow(NamedTuple):
     """The workflow file named: the path its runs are recorded under, its name and the
-    secret names it declares, or (name None) why it does not read now."""
+    secret names it declares, or (name None) why it does not read now. A notebook's
+    (``by_origin``): its runs are those whose ``origin`` is its file."""
 
     source: Path
     name: str | None
     secrets: frozenset[str] = frozenset()
     problem: str | None = None
+    by_origin: bool = False
 
 
 def workflow_of(path: str) -> Workflow:
@@ -74,6 +78,16 @@ def workflow_of(path: str) -> Workflow:
     except DagnbError as exc:
         return Workflow(source, None, problem=str(exc))
     return Workflow(source, name, frozenset(_secrets_of(data)))
+
+
+def notebook_of(path: str) -> Workflow:
+    """The notebook (or script) at ``path``: every notebook's graph is named
+    ``notebook``, so its runs are found by their ``origin``, the file the kernel ran
+    (``dagnb run NOTEBOOK``'s, or the one JupyterLab names). One that is gone (renamed
+    since) is still found there by its path."""
+    source = Path(path).absolute()
+    problem = None if source.is_file() else f"notebook {path!r} does not exist; check the path"
+    return Workflow(source, None, problem=problem, by_origin=True)
 
 
 def _yaml_of(path: str) -> Mapping[str, Any]:
@@ -139,11 +153,22 @@ def _records(folder: Path, workflow: Workflow | None,
 
     if workflow is None:
         return recorded_runs(folder, last=last)
+    if workflow.by_origin:
+        records = [record for record in recorded_runs(folder)[0]
+                   if _same_file(record.get("origin"), workflow.source)]
+        return (records if last is None else records[-last:]), len(records)
     if workflow.name is not None:
         return recorded_runs(folder, workflow.name, workflow.source, last=last)
     records = [record for record in recorded_runs(folder)[0]
                if record.get("source") == str(workflow.source)]
     return (records if last is None else records[-last:]), len(records)
+
+
+def _same_file(origin: Any, path: Path) -> bool:
+    """Whether a record's ``origin`` names the file at ``path`` (by another spelling too:
+    a kernel records the notebook's path as the front end gives it, through a link)."""
+    return isinstance(origin, str) and (
+        origin == str(path) or os.path.realpath(origin) == os.path.realpath(path))
 
 
 def _the_run(records: list[dict[str, Any]], args: argparse.Namespace,
