@@ -1,6 +1,7 @@
 """The dagnb command in daily terminal use (QA pass 2): nohup, caching off in plan and
 explain, the bar on a narrow terminal, history of files that do not load, file:// URLs
-percent-encoded, the notebook refusal's words, and negative durations."""
+percent-encoded, the notebook refusal's words, negative durations, and a command group
+named without its action."""
 
 from __future__ import annotations
 
@@ -317,3 +318,25 @@ def test_only_an_option_taking_a_value_joins_a_negative_looking_word() -> None:
     assert _signed_values_joined(["run", "--timeout", "-h"]) == ["run", "--timeout", "-h"]
     assert _signed_values_joined(["run", "--", "--timeout", "-1"]) == [
         "run", "--", "--timeout", "-1"]
+
+
+# -- a command or group named without its action ---------------------------------------
+
+
+@pytest.mark.parametrize(("argv", "actions"), [
+    (["templates"], ["list", "show", "new"]),
+    (["cache"], ["verify", "list", "stats", "clear", "prune", "push", "pull"]),
+    ([], ["run", "history", "logs", "cache"]),
+])
+def test_a_missing_action_lists_the_actions_above_the_error(
+        argv: list[str], actions: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    """The bare usage line (``dagnb templates [-h] ACTION ...``) named none of them."""
+    with pytest.raises(SystemExit) as ended:
+        main(argv)
+    out, err = capsys.readouterr()
+    assert ended.value.code == 2 and out == ""
+    listed = [line.split()[0] for line in err.splitlines() if line.startswith("    ")
+              and not line.startswith("     ")]
+    assert set(actions) <= set(listed), err
+    assert err.splitlines()[-1].endswith("error: the following arguments are required: "
+                                         + ("COMMAND" if not argv else "ACTION"))

@@ -36,7 +36,7 @@ import threading
 import warnings
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 from dagnb import checks, config
 from dagnb.cli import cache as cache_commands
@@ -148,6 +148,15 @@ class _Parser(argparse.ArgumentParser):
             self.error(f"unrecognized arguments: {' '.join(extras)}{meant}")
         return parsed, extras
 
+    def error(self, message: str) -> NoReturn:
+        """A command or group named without its action (``dagnb``, ``dagnb cache``):
+        the actions it takes listed, as its ``--help`` lists them, above the error,
+        rather than a usage line that names none of them."""
+        if message.endswith(_NO_ACTION):
+            self.print_help(sys.stderr)
+            self.exit(2, f"{self.prog}: error: {message}\n")
+        super().error(message)
+
     def _named_after_flag(self, args: Any, extras: Sequence[str]) -> str:
         """`` (--refresh takes no step name: --refresh-step load)`` for ``run wf.yml
         --refresh load``, the words a warning of older versions said to add."""
@@ -174,6 +183,8 @@ class _Parser(argparse.ArgumentParser):
         return ""
 
 
+# how argparse ends its error for a command or group given no action: its metavars
+_NO_ACTION = ("required: COMMAND", "required: ACTION")
 # run's options that plan and explain spell otherwise
 _SPELLED_OTHERWISE = {"--no-cache": "--cache-mode off"}
 
