@@ -273,6 +273,25 @@ def test_bad_cell_input_is_a_usage_error(shell, magic_line, body, message):
         cell(shell, magic_line, body)
 
 
+@pytest.mark.parametrize(("ask", "shown"), [
+    (lambda ip: cell(ip, "x --help", "echo ran > ran.txt"), "--define-only"),
+    (lambda ip: cell(ip, "x -h --needs ghost", "echo ran"), "--needs A,B"),
+    (lambda ip: line(ip, "run --help"), "--only-failed"),
+    (lambda ip: line(ip, "logs -h"), "--tail N"),
+    (lambda ip: line(ip, "--help"), "%dagger status"),
+    (lambda ip: line(ip, "help"), "%dagger reset"),
+    (lambda ip: line(ip, "status --help"), "%dagger config"),  # (no options: them all)
+])
+def test_help_asked_of_a_magic_shows_its_options_and_runs_nothing(
+        shell, capsys, tmp_path, monkeypatch, ask, shown):
+    """IPython's parsers take no --help: it was refused as an unrecognized argument."""
+    monkeypatch.chdir(tmp_path)
+    assert ask(shell) is None
+    out, err = capsys.readouterr()
+    assert shown in out and err == ""
+    assert len(graph()) == 0 and not (tmp_path / "ran.txt").exists()
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("", "%dagger needs a command"),
     ("fly", "unknown %dagger command 'fly'"),

@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import dataclasses
 import functools
+import inspect
 import os
 import re
 import shlex
@@ -143,6 +144,24 @@ def parse_line(magic: Callable[..., Any], line: str) -> Any:
         return magic.parser.parse_args(words)
     except UsageError as exc:
         raise UsageError(_with_suggestion(str(exc), words, magic.parser)) from None
+
+
+# what asks a magic for its options' help: IPython's parsers take no --help (theirs would
+# end the kernel's process), and %%dagger NAME --help was refused as unrecognized
+_HELP_WORDS = frozenset({"--help", "-h"})
+
+
+def asks_for_help(words: list[str]) -> bool:
+    """Whether ``--help`` (or ``-h``) is among a magic's words."""
+    return not _HELP_WORDS.isdisjoint(words)
+
+
+def show_help(magic: Callable[..., Any]) -> None:
+    """Print a magic's usage and options, as its parser says them (else its docstring):
+    what ``--help`` prints in a terminal, without running or defining anything."""
+    parser = getattr(magic, "parser", None)
+    text = parser.format_help().removeprefix("::") if parser is not None else magic.__doc__
+    print(inspect.cleandoc(text or ""))
 
 
 def _with_suggestion(message: str, words: list[str], parser: Any) -> str:
@@ -295,6 +314,9 @@ class DaggerMagics(Magics):
             total = scale * sum(int(x) for x in (fetch / "numbers.txt").read_text().split())
         """
         try:
+            if asks_for_help(split_words(line)):  # (the cell is neither run nor defined)
+                show_help(self.dagger_cell)
+                return
             args = parse_line(self.dagger_cell, line)
         except UsageError as exc:
             raise UsageError(self._with_quoting_hint(str(exc), "%%dagger", line)) from None
@@ -405,9 +427,15 @@ class DaggerMagics(Magics):
             raise UsageError(f"%dagger needs a command, one of {', '.join(_COMMANDS)} "
                              "(see %dagger?)")
         command, rest = words[0], shlex.join(words[1:])
+        if command == "help" or asks_for_help(words[:1]):
+            show_help(DaggerMagics.dagger_line)
+            return None
         handler = _COMMANDS.get(command)
         if handler is None:
             raise UsageError(_unknown_command(command, words[1:]))
+        if asks_for_help(words[1:]):  # (a command with no options of its own: them all)
+            show_help(handler if hasattr(handler, "parser") else DaggerMagics.dagger_line)
+            return None
         try:
             return handler(self, rest)
         except UsageError as exc:
