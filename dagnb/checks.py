@@ -67,6 +67,7 @@ __all__ = [
     "known_keys",
     "location",
     "mapping_of_str",
+    "missing_file",
     "name",
     "number",
     "one_of",
@@ -180,6 +181,33 @@ def did_you_mean(
     """
     close = closest(word, choices, cutoff=cutoff)
     return f"did you mean {close!r}?" if close is not None else otherwise
+
+
+def missing_file(what: str, path: str | os.PathLike[str]) -> str:
+    """``workflow file 'wf.yaml' does not exist; did you mean 'wf.yml'?``: the file of
+    its folder and kind (YAML, notebook) whose name but for its suffix is closest (``-``
+    for ``_``, a letter left out), where one is close; else ``check the path``."""
+    text = os.fspath(path)
+    folder, name = os.path.split(text)
+    stem, suffix = os.path.splitext(name)
+    kind = next((kind for kind in _FILE_KINDS if suffix.lower() in kind), None)
+    by_stem: dict[str, str] = {}
+    try:
+        with os.scandir(folder or ".") as entries:  # (a folder of 10,000 files: 2,000 read)
+            for _, entry in zip(range(_FILES_READ), entries, strict=False):
+                other_stem, other_suffix = os.path.splitext(entry.name)
+                if (kind is None or other_suffix.lower() in kind) and entry.is_file():
+                    by_stem.setdefault(other_stem, entry.name)
+    except OSError:  # (the folder is missing too)
+        pass
+    close = closest(stem, by_stem)
+    fix = ("check the path" if close is None
+           else f"did you mean {os.path.join(folder, by_stem[close])!r}?")
+    return f"{what} {text!r} does not exist; {fix}"
+
+
+_FILE_KINDS = ((".yml", ".yaml"), (".ipynb", ".py"))  # what a missing file may be taken for
+_FILES_READ = 2_000  # of a folder, looked through for a name close to a missing file's
 
 
 def choices_named(word: object, choices: Iterable[str], *, noun: str = "steps",

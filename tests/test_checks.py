@@ -283,3 +283,23 @@ def test_short_repr_is_cut_and_one_line_when_asked() -> None:
     assert checks.short_repr(_Lines()) == "1 2\n3 4"  # (a key's description: as it is)
     assert checks.short_repr(_Lines(), one_line=True) == "<_Lines>"
     assert checks.short_repr([1, 2], one_line=True) == "[1, 2]"
+
+
+# -- missing_file ---------------------------------------------------------------------
+@pytest.mark.parametrize(("missing", "said"), [
+    ("wf.yaml", "did you mean '{d}/wf.yml'?"),  # (the other YAML suffix)
+    ("WF.yml", "did you mean '{d}/wf.yml'?"),
+    ("pandas_etl.yml", "did you mean '{d}/pandas-etl.yml'?"),
+    ("analysis.ipynb", "did you mean '{d}/analyss.ipynb'?"),  # (a notebook: of its kind)
+    ("zzz.yml", "check the path"),  # (".yml" alone makes no name close)
+    ("sweep.ipynb", "check the path"),  # (sweep.yml is a workflow file, not a notebook)
+    ("gone/wf.yml", "check the path"),  # (its folder is missing too)
+])
+def test_a_missing_file_is_said_with_the_closest_file_of_its_kind(
+        tmp_path: Path, missing: str, said: str) -> None:
+    for name in ("wf.yml", "pandas-etl.yml", "sweep.yml", "analyss.ipynb", "notes.txt"):
+        (tmp_path / name).write_text("")
+    (tmp_path / "wf.yml.d").mkdir()  # (a folder is no file to run)
+    message = checks.missing_file("workflow file", tmp_path / missing)
+    assert message == (f"workflow file {str(tmp_path / missing)!r} does not exist; "
+                       + said.format(d=tmp_path))

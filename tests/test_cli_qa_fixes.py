@@ -340,3 +340,13 @@ def test_a_missing_action_lists_the_actions_above_the_error(
     assert set(actions) <= set(listed), err
     assert err.splitlines()[-1].endswith("error: the following arguments are required: "
                                          + ("COMMAND" if not argv else "ACTION"))
+
+
+def test_a_mistyped_workflow_file_is_said_with_the_file_meant(
+        here: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``wf.yaml`` for ``wf.yml``: "check the path" left the user to find it."""
+    capsys.readouterr()
+    for command in (["run", "wf.yaml"], ["validate", "wf.yaml"], ["history", "wf.yaml"]):
+        assert main(command) == 2
+        assert capsys.readouterr().err == ("dagnb: error: workflow file 'wf.yaml' does not "
+                                           "exist; did you mean 'wf.yml'?\n")

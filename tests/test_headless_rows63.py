@@ -96,7 +96,8 @@ def test_history_of_a_notebook_lists_its_runs_alone(
     assert never.returncode == 0 and never.stdout.startswith("no run of never.ipynb recorded")
     typo = _dagnb("history", "chrun.ipynb", cwd=folder)
     assert (typo.returncode, typo.stdout) == (2, "")
-    assert typo.stderr == "dagnb: error: notebook 'chrun.ipynb' does not exist; check the path\n"
+    assert typo.stderr == ("dagnb: error: notebook 'chrun.ipynb' does not exist; did you mean "
+                           "'churn.ipynb'?\n")
 
 
 def test_history_names_two_notebooks_of_one_name_by_their_paths_from_here(

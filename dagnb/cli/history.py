@@ -86,7 +86,7 @@ def notebook_of(path: str) -> Workflow:
     (``dagnb run NOTEBOOK``'s, or the one JupyterLab names). One that is gone (renamed
     since) is still found there by its path."""
     source = Path(path).absolute()
-    problem = None if source.is_file() else f"notebook {path!r} does not exist; check the path"
+    problem = None if source.is_file() else checks.missing_file("notebook", path)
     return Workflow(source, None, problem=problem, by_origin=True)
 
 

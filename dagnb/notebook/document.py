@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dagnb.checks import missing_file
 from dagnb.errors import WorkflowError
 from dagnb.runtime.history import kernel_notebook_path
 
@@ -68,7 +69,7 @@ def read_notebook_tagged(path: str | Path) -> list[tuple[str, str, list[str]]]:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise WorkflowError(f"notebook {str(path)!r} does not exist; check the path") from None
+        raise WorkflowError(missing_file("notebook", path)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise WorkflowError(f"notebook {str(path)!r} cannot be read: {exc}") from None
     if path.suffix == ".py":

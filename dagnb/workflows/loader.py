@@ -162,7 +162,7 @@ def read_text(path: Path, what: str) -> str:
     try:
         info = path.stat()
     except FileNotFoundError:
-        raise WorkflowError(f"{what} {str(path)!r} does not exist; check the path") from None
+        raise WorkflowError(checks.missing_file(what, path)) from None
     except OSError as exc:
         raise WorkflowError(f"{what} {str(path)!r} cannot be read: {exc.strerror}") from None
     if stat.S_ISDIR(info.st_mode):
