@@ -97,6 +97,11 @@ def test_logs_of_a_step_whose_entry_another_workflow_stored_again_names_that_run
     ("steps.py:fitt", "steps.py has no function 'fitt'; did you mean 'fit'?"),
     ("steps.py", "python 'steps.py' is not FILE.py:FUNCTION; write it like python: "
                  "steps.py:fit"),
+    # (a module named as an entry point names it: its file then said as the fix)
+    ("steps:fit", "names 'steps', which is not a file in {d!r}; name its file: python: "
+                  "steps.py:fit"),
+    ("pkg.steps:fit", "name its file: python: pkg/steps.py:fit"),
+    ("nothere:fit", "names 'nothere', which is not a file in {d!r}; check the path"),
 ])
 def test_a_python_reference_that_names_nothing_says_what_is_wrong_and_the_fix(
         tmp_path: Path, reference: str, said: str) -> None:
@@ -105,11 +110,13 @@ def test_a_python_reference_that_names_nothing_says_what_is_wrong_and_the_fix(
     from dagnb.errors import DagnbError
 
     (tmp_path / "steps.py").write_text("def fit():\n    return 42\n")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "steps.py").write_text("def fit():\n    return 42\n")
     wf = tmp_path / "wf.yml"
     wf.write_text(f"steps:\n  fit: {{python: '{reference}'}}\n")
     with pytest.raises(DagnbError) as refused:
         load(wf).run(executor="local", cache=False)
-    assert said in str(refused.value), str(refused.value)
+    assert said.format(d=str(tmp_path)) in str(refused.value), str(refused.value)
 
 
 def test_a_python_reference_with_spaces_around_its_colon_is_read(tmp_path: Path) -> None:

@@ -177,7 +177,7 @@ def import_function(reference: str, base_dir: Path, where: str) -> Callable[...,
     path = base_dir / file
     if not path.is_file():
         raise WorkflowError(f"{where}: python {reference!r} names {file!r}, which is not a "
-                            f"file in {str(base_dir)!r}; check the path")
+                            f"file in {str(base_dir)!r}; {_module_file_fix(file, name, base_dir)}")
     if path.suffix != ".py":
         raise WorkflowError(f"{where}: python {reference!r} names {file!r}, which is not a .py "
                             "file; name a Python module as FILE.py:FUNCTION")
@@ -188,6 +188,17 @@ def import_function(reference: str, base_dir: Path, where: str) -> Callable[...,
                             + checks.choices_named(name, _functions_of(module),
                                                    noun="functions"))
     return func
+
+
+def _module_file_fix(file: str, name: str, base_dir: Path) -> str:
+    """How to name the module a ``python:`` reference meant: by its file, where one was
+    named as a module is (``steps:fit``, ``pkg.steps:fit``, as an entry point names it),
+    else the path to check."""
+    module_file = f"{file.replace('.', '/')}.py"
+    if all(part.isidentifier() for part in file.split(".")) and (
+            base_dir / module_file).is_file():
+        return f"name its file: python: {module_file}:{name}"
+    return "check the path"
 
 
 def _functions_of(module: types.ModuleType) -> list[str]:
