@@ -1,5 +1,5 @@
 """Python API checks: outputs of an entry set aside as damaged, plan/explain's executor,
-Step's retries and misspelt keywords, run's raise_on_failure."""
+Step's retries and misspelt keywords, run's raise_on_failure, and a run a step starts."""
 
 from __future__ import annotations
 
@@ -96,3 +96,32 @@ def test_step_keeps_its_signature_and_positional_fields() -> None:
 
     assert "retries" in inspect.signature(dagnb.Step).parameters
     assert dagnb.Step("x", "echo").run == "echo"
+
+
+# -- a run started by a step -----------------------------------------------------------
+def _inner() -> dagnb.Graph:
+    inner = dagnb.Graph("inner")
+    inner.add(dagnb.Step("x", func=lambda: 5))
+    return inner
+
+
+def test_a_graph_run_in_an_in_process_step_says_to_await_arun(tmp_path: Path) -> None:
+    """It failed as ``RuntimeError: run_sync() called from dagnb's own loop``: no call the
+    user had made."""
+    outer = dagnb.Graph("outer")
+    outer.add(dagnb.Step("y", func=lambda: _inner().run(cache=False).result("x")))
+    run = outer.run(cache_directory=tmp_path, executor="local")
+    (error,) = run.status()["error"].tolist()
+    assert error.startswith("DagnbError: graph.run() of 'inner' was called by a step that "
+                            "runs on dagnb's loop"), error
+    assert "'await graph.arun()'" in error
+    assert run.status()["attempts"].tolist() == [1]  # (no retry: it would fail the same)
+
+
+def test_the_fix_it_names_works_an_async_step_awaits_arun(tmp_path: Path) -> None:
+    async def y() -> int:
+        return (await _inner().arun(cache=False)).result("x")
+
+    outer = dagnb.Graph("outer")
+    outer.add(dagnb.Step("y", func=y))
+    assert outer.run(cache_directory=tmp_path, executor="local").result("y") == 5

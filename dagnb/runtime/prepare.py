@@ -111,6 +111,11 @@ def run_graph_sync(graph: Graph, targets: Iterable[str] | str | None = None,
     """Run and wait. Options are those of :func:`prepare`; the dagnb command gives its
     ``words`` (positional: ``graph.run(words=...)`` is refused as unknown)."""
     check_run_options(options, "graph.run()", GRAPH_RUN_OPTIONS)
+    if loop.in_loop_thread():  # (run_sync's own refusal named no call of the user's)
+        raise DagnbError(
+            f"graph.run() of {graph.name!r} was called by a step that runs on dagnb's loop "
+            "(a Python step run in-process), where no run can be waited for; make that "
+            "step async and 'await graph.arun()', or make the graph's steps its upstream")
     run, scheduler = prepare(graph, targets, words=words, **options)
     loop.run_sync(_followed(run, scheduler))
     return run
