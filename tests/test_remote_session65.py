@@ -148,6 +148,24 @@ def test_a_scheme_no_store_library_knows_is_one_line(tmp_path: Path) -> None:
         ObjectStore("nosuch://bucket/x")
 
 
+def test_a_store_whose_library_connects_as_it_is_made_and_fails_is_one_line(
+        tmp_path: Path) -> None:
+    """ftp:// (fsspec's FTPFileSystem connects in its constructor): its socket error
+    reached the dagnb command as a traceback."""
+    import socket
+
+    with socket.socket() as held:  # a port nobody listens on: the connection is refused
+        held.bind(("127.0.0.1", 0))
+        port = held.getsockname()[1]
+    url = f"ftp://127.0.0.1:{port}/cache"
+    with pytest.raises(CacheError) as refused:
+        Memory(location=url)
+    message = str(refused.value)
+    assert message.startswith(f"cache directory {url!r} cannot be reached (Connection"), message
+    assert message.endswith("check its host, or use an s3://, gs://, az:// or file:// store")
+    assert "\n" not in message
+
+
 # -- 3. a slash short -----------------------------------------------------------------------
 @pytest.mark.parametrize(("given", "fix"), [
     ("s3:/team/x", "s3://team/x"), ("S3:/team/x", "s3://team/x"),

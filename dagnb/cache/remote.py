@@ -351,6 +351,10 @@ class ObjectStore:
             scheme = self.url.partition("://")[0]
             raise CacheError(f"cache directory {self.url!r}: no store library knows the "
                              f"scheme {scheme!r}; write s3://, gs://, az:// or file://") from None
+        except OSError as exc:  # a library that connects as it is made (ftp://, sftp://)
+            raise CacheError(f"cache directory {self.url!r} cannot be reached "
+                             f"({type(exc).__name__}: {exc}); check its host, or use an "
+                             "s3://, gs://, az:// or file:// store") from None
         if "s3" in _protocols(fs):
             fs.retries = self._s3_retries  # s3fs' own loop (botocore's beneath: _s3_defaults)
         return fs, path
