@@ -327,3 +327,26 @@ def test_an_unknown_option_with_no_close_one_lists_the_options(workdir: Path) ->
     with pytest.raises(ConfigError, match=r"unknown option 'zzz'; known options: cache, "
                                           r"cache_directory, .*, use_circuit_breaker \(each"):
         diamond().run(zzz=1)
+
+
+def test_the_step_decorator_reads_needs_as_step_does() -> None:
+    """needs="load" was made a tuple of its letters: "step 'b' needs 'l', which is not a
+    step"."""
+    graph = Graph("g")
+
+    @graph.step
+    def load() -> int:
+        return 2
+
+    @graph.step(needs="load")
+    def doubled(load: int) -> int:
+        return load * 2
+
+    @graph.step(needs="load, doubled")
+    def total(load: int, doubled: int) -> int:
+        return load + doubled
+
+    assert (graph["doubled"].needs, graph["total"].needs) == (("load",), ("load", "doubled"))
+    assert graph.run(cache=False, executor="local").result("total") == 6
+    with pytest.raises(InvalidStepError, match=r"step 'odd': needs is a mapping, not a list"):
+        graph.step(lambda load: 1, name="odd", needs={"load": 1})

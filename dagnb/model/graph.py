@@ -165,8 +165,10 @@ class Graph:
         """
 
         def register(fn: F) -> F:
-            step_needs = _inferred_needs(fn, fields.get("params")) if needs is None else needs
-            self.replace(Step(name or fn.__name__, func=fn, needs=tuple(step_needs), **fields))
+            # (given, as Step reads it: needs="load" is one step, not four letters)
+            step_needs = (tuple(_inferred_needs(fn, fields.get("params"))) if needs is None
+                          else needs)
+            self.replace(Step(name or fn.__name__, func=fn, needs=step_needs, **fields))
             return fn
 
         return register(func) if func is not None else register
