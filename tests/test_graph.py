@@ -6,6 +6,7 @@ import asyncio
 import copy
 import graphlib
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -350,3 +351,33 @@ def test_the_step_decorator_reads_needs_as_step_does() -> None:
     assert graph.run(cache=False, executor="local").result("total") == 6
     with pytest.raises(InvalidStepError, match=r"step 'odd': needs is a mapping, not a list"):
         graph.step(lambda load: 1, name="odd", needs={"load": 1})
+
+
+@pytest.mark.parametrize(("args", "said"), [
+    # (a graph of no step, named by the list: its runs ran nothing and said nothing)
+    (lambda: ([Step("a", run="echo a")],), "the first argument is the graph's name, not a "
+                                           "list; write Graph('pipeline', [step, ...])"),
+    (lambda: (None,), "the first argument is the graph's name, not None"),
+    # (a mapping's keys were taken for its steps)
+    (lambda: ("g", {"a": Step("a", run="echo a")}), "steps is a list of Steps, not a mapping; "
+                                                    "pass list(steps.values())"),
+])
+def test_graph_arguments_given_the_wrong_way_round_are_refused(args, said) -> None:
+    with pytest.raises(InvalidStepError, match=re.escape(said)):
+        Graph(*args())
+
+
+@pytest.mark.parametrize(("field", "value", "example"), [
+    ("env", ["TOKEN=hunter2"], "env: {MODE: fast}"),
+    ("params", [("password", "hunter2")], "params: {n: 3}"),
+    ("mounts", ["data"], "mounts: {data: /data}"),
+])
+def test_a_mapping_field_given_a_list_is_refused_with_an_example_and_no_value(
+        field: str, value: object, example: str) -> None:
+    """The list was shown whole: env=["TOKEN=..."] put a secret in the error."""
+    with pytest.raises(InvalidStepError) as refused:
+        Step("a", run="echo", **{field: value})
+    message = str(refused.value)
+    assert message.startswith(f"step 'a': {field} must be a mapping, got a list; write it "
+                              f"like {example}"), message
+    assert "hunter2" not in message

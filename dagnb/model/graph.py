@@ -86,6 +86,7 @@ class Graph:
         base_dir: str | Path | None = None,
         description: str = "",
     ) -> None:
+        _check_graph_arguments(name, steps)
         self.name = name
         self.description = description
         self.base_dir = _folder(base_dir)
@@ -656,6 +657,20 @@ def _named_parameters(func: Callable[..., Any]) -> tuple[inspect.Parameter, ...]
         p for p in inspect.signature(func).parameters.values()
         if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
     )
+
+
+def _check_graph_arguments(name: Any, steps: Any) -> None:
+    """Refuse ``Graph([a, b])`` (the steps given as its name: a graph of no step, whose
+    runs ran nothing and said nothing) and ``Graph("g", {"a": a})`` (a mapping: its keys
+    were taken for steps), each with the call that works."""
+    if not isinstance(name, str):
+        given = (f"a {type(name).__name__}" if isinstance(name, Iterable)
+                 else checks.short_repr(name, 40, one_line=True))
+        raise InvalidStepError(f"Graph(name, steps): the first argument is the graph's name, "
+                               f"not {given}; write Graph('pipeline', [step, ...])")
+    if isinstance(steps, Mapping):
+        raise InvalidStepError(f"Graph({name!r}, steps): steps is a list of Steps, not a "
+                               "mapping; pass list(steps.values())")
 
 
 def _defaulted_step_names(step: Step, steps: Mapping[str, Step]) -> list[str]:

@@ -52,9 +52,20 @@ PARAM_VARIABLE_LIMIT = 32 * 1024
 def _frozen_map(value: Mapping[str, Any] | None, field: str, step: str) -> Mapping[str, Any]:
     if value is None:
         return MappingProxyType({})
-    if not isinstance(value, Mapping):
-        raise InvalidStepError(f"step {step!r}: {field} must be a mapping, got {value!r}")
+    if not isinstance(value, Mapping):  # (its type alone: env=["TOKEN=..."] holds a secret)
+        raise InvalidStepError(f"step {step!r}: {field} must be a mapping, got a "
+                               f"{type(value).__name__}; write it like {_MAP_EXAMPLES[field]}")
     return MappingProxyType(dict(value))
+
+
+# an example of each mapping field, for the message of a value that is not one
+# (in the words of _not_a_list's, which a workflow file's user and a Python one both read)
+_MAP_EXAMPLES = {
+    "env": "env: {MODE: fast}",
+    "mounts": "mounts: {data: /data} (the host's path: where the step reads it)",
+    "params": "params: {n: 3}",
+    "cache_volumes": "cache_volumes: {pip: /root/.cache/pip}",
+}
 
 
 def split_names(text: str) -> list[str]:
