@@ -390,6 +390,17 @@ def test_a_null_argv_item_from_data_is_refused() -> None:
         Step("a", run="true", env={"FOO": None})
 
 
+def test_an_env_value_of_another_type_is_refused_by_its_type_not_its_value() -> None:
+    """``env TOKEN=['hunter2'] must be a string or a number`` showed the secret."""
+    with pytest.raises(WorkflowError) as refused:
+        loads("steps:\n  a:\n    run: 'true'\n    env: {TOKEN: [hunter2]}\n", source="wf.yml")
+    assert str(refused.value) == ('wf.yml: step \'a\': env TOKEN is a list, not a string or a '
+                                  'number; give its text, e.g. TOKEN: "..."')
+    with pytest.raises(InvalidStepError) as refused_here:
+        Step("a", run="true", env={"TOKEN": {"value": "hunter2"}})
+    assert "hunter2" not in str(refused_here.value)
+
+
 def test_an_exponent_in_env_or_an_argv_list_stays_the_text_written() -> None:
     """YAML 1.2 reads 1e-3 as a number, but env values and argv items are text: as
     written, as before (`run: [python, train.py, --lr, 1e-3]` was refused)."""

@@ -258,9 +258,10 @@ def _check_env(env: Mapping[str, Any], step: str) -> Mapping[str, str]:
         if value is None:
             raise InvalidStepError(f"step {step!r}: env {key} is null; give a string, e.g. "
                                    f"{key}: \"\"")
-        if not isinstance(value, (str, int, float, bool)):
-            raise InvalidStepError(
-                f"step {step!r}: env {key}={value!r} must be a string or a number"
+        if not isinstance(value, (str, int, float, bool)):  # (its type: a value may be a
+            raise InvalidStepError(  # secret's, as env: {TOKEN: [...]} held one)
+                f"step {step!r}: env {key} is a {type(value).__name__}, not a string or a "
+                f"number; give its text, e.g. {key}: \"...\""
             )
     return MappingProxyType({k: variable_text(v) for k, v in env.items()})
 
