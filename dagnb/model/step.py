@@ -54,7 +54,8 @@ def _frozen_map(value: Mapping[str, Any] | None, field: str, step: str) -> Mappi
         return MappingProxyType({})
     if not isinstance(value, Mapping):  # (its type alone: env=["TOKEN=..."] holds a secret)
         raise InvalidStepError(f"step {step!r}: {field} must be a mapping, got a "
-                               f"{type(value).__name__}; write it like {_MAP_EXAMPLES[field]}")
+                               f"{type(value).__name__}; write it like "
+                               f"{_MAP_EXAMPLES.get(field, f'{field}: {{name: value}}')}")
     return MappingProxyType(dict(value))
 
 
