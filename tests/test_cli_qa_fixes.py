@@ -350,3 +350,24 @@ def test_a_mistyped_workflow_file_is_said_with_the_file_meant(
         assert main(command) == 2
         assert capsys.readouterr().err == ("dagnb: error: workflow file 'wf.yaml' does not "
                                            "exist; did you mean 'wf.yml'?\n")
+
+
+# -- dagnb logs with no step -------------------------------------------------------------
+
+
+def test_logs_without_a_step_names_the_files_steps_and_the_failed_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """``dagnb logs wf.yml`` was argparse's "the following arguments are required:
+    step", naming none of them: it now lists them, the newest run's failed ones too."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "wf.yml").write_text(TWO_STEPS + "  c:\n    needs: [b]\n    run: exit 3\n")
+    assert main(["run", "wf.yml", "--executor", "local"]) == 1
+    capsys.readouterr()
+    assert main(["logs", "wf.yml"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dagnb: error: dagnb logs wf.yml STEP: name the step whose lines "
+                          "to show, one of a, b, c; in its newest run, ")
+    assert err.rstrip().endswith(", 'c' failed") and err.count("\n") == 1
+    (tmp_path / "wf.yml").write_text("steps: [")  # mid-edit: the run's steps, read back
+    assert main(["logs", "wf.yml"]) == 2
+    assert "one of a, b, c; in its newest run" in capsys.readouterr().err

@@ -63,7 +63,8 @@ def add_parser(sub: Any) -> None:
     logs = sub.add_parser("logs", help="the lines a step printed in the newest run of a "
                           "workflow that had it")
     logs.add_argument("workflow", help="the workflow file (as given to dagnb run)")
-    logs.add_argument("step", help="the step whose lines to show")
+    logs.add_argument("step", nargs="?", default=None,
+                      help="the step whose lines to show (none: the file's steps are listed)")
     logs.add_argument("--tail", default=None, metavar="N", help="only the last N lines")
     logs.add_argument("--run", default=None, metavar="RUN",
                       help="the lines of this recorded run (its id), not the newest's")
@@ -102,6 +103,8 @@ def run(args: argparse.Namespace, workflow: Workflow) -> int:
     from dagnb.runtime.history import DONE_STATES, KILLED, NOT_RUN_STATES, UNRECORDED
 
     tail = _tail(args.tail)
+    if args.step is None:
+        raise ConfigError(_name_a_step(args, workflow))
     found, files = _last_log(args, workflow)
     unlisted = _unlisted(args, workflow, found)
     if unlisted:
@@ -133,6 +136,32 @@ def run(args: argparse.Namespace, workflow: Workflow) -> int:
 
 
 _DONE = {"succeeded": "succeeded", "cached": "came from the cache"}
+
+
+def _name_a_step(args: argparse.Namespace, workflow: Workflow) -> str:
+    """The line asking for a step: the file's steps (or, when it does not load, those of
+    its newest recorded run), the newest run's failed ones first, and the command."""
+    from dagnb.cache import local_folder
+    from dagnb.runtime.history import recorded_runs
+
+    records = recorded_runs(local_folder(args.cache_dir), workflow.name, workflow.source)[0]
+    states = records[-1].get("states") if records else None
+    states = states if isinstance(states, dict) else {}
+    steps = (list(workflow.graph.names) if workflow.graph is not None
+             else [str(name) for name in states])
+    failed = [name for name in steps if states.get(name) == "failed"]
+    command = f"dagnb logs {shlex.quote(args.workflow)} STEP"
+    if not steps:
+        return (f"{command}: name the step whose lines to show ({args.workflow} does not "
+                f"load now: {workflow.problem}; and no run of it is recorded)")
+    listed = ", ".join(steps if len(steps) <= 12 else [*steps[:12], "..."])
+    newest = (f"; in its newest run, {records[-1].get('run')}, {_listed(failed)} failed"
+              if failed else "")
+    return f"{command}: name the step whose lines to show, one of {listed}{newest}"
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(repr(name) for name in names)
 
 
 def _print_killed(args: argparse.Namespace, found: StepInRun, files: list[Path],
