@@ -386,6 +386,19 @@ def test_status_and_logs_are_dataframes(shell):
     assert list(line(shell, "logs b --tail 1")["line"]) == ["warn"]
 
 
+def test_logs_without_a_name_lists_the_steps_and_the_failed_one(shell):
+    """``%dagger logs`` was "the following arguments are required: name", naming none."""
+    with pytest.raises(UsageError, match=r"^%dagger logs NAME: no steps yet: define one"):
+        line(shell, "logs")
+    _two_steps(shell)
+    cell(shell, "c --needs b --define-only", "exit 3\n")
+    line(shell, "run --no-raise")
+    with pytest.raises(UsageError) as raised:
+        line(shell, "logs --tail 3")
+    assert str(raised.value) == ("%dagger logs NAME: name the step whose lines to show, one "
+                                 "of a, b, c; 'c' failed in its latest run")
+
+
 def test_graph_returns_a_view(shell):
     _two_steps(shell)
     line(shell, "run a")

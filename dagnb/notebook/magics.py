@@ -64,6 +64,7 @@ from dagnb.notebook.kernel_logs import quiet_shutdown_race
 from dagnb.notebook.overview import (
     NO_STEPS_YET,
     history,
+    name_a_step,
     notebook_logs,
     notebook_states,
     notebook_status,
@@ -556,7 +557,7 @@ def _shown(answer: Any) -> Any:
 
 
 @ma.magic_arguments("dagger logs")
-@ma.argument("name", help="The step.")
+@ma.argument("name", nargs="?", default=None, help="The step (none: its steps are listed).")
 @ma.argument("--tail", type=int, metavar="N", help="Only the last N lines.")
 @ma.argument("--stream", choices=["stdout", "stderr"], help="Only one stream.")
 def _cmd_logs(self: DaggerMagics, rest: str) -> pd.DataFrame:
@@ -564,6 +565,8 @@ def _cmd_logs(self: DaggerMagics, rest: str) -> pd.DataFrame:
     if args.tail is not None and args.tail < 1:
         raise UsageError(f"--tail {args.tail}: --tail must be a positive number of lines; "
                          "write it like --tail 20")
+    if args.name is None:
+        raise UsageError(name_a_step(self.session))
     return _shown(notebook_logs(self.session, args.name, stream=args.stream, tail=args.tail))
 
 

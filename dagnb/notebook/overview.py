@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     from dagnb.notebook.session import Session
     from dagnb.runtime.reads import PublishedReads
 
-__all__ = ["HISTORY_COLUMNS", "STATUS_COLUMNS", "history", "left_aligned", "notebook_logs",
-           "notebook_states", "notebook_status", "shown"]
+__all__ = ["HISTORY_COLUMNS", "STATUS_COLUMNS", "history", "left_aligned", "name_a_step",
+           "notebook_logs", "notebook_states", "notebook_status", "shown"]
 
 STATUS_COLUMNS = ["step", "state", "cached", "attempts", "exit_code", "duration_s", "executor",
                   "image", "error", "note"]
@@ -200,6 +200,19 @@ def notebook_logs(session: Session, name: str, **options: Any) -> pd.DataFrame |
     stream = options.get("stream")  # (a step that printed on the other stream alone)
     on = "" if stream is None else f" on {stream}"
     return left_aligned(frame, empty=f"step {name!r} printed nothing{on} in run {run.id}")
+
+
+def name_a_step(session: Session) -> str:
+    """The line asking ``%dagger logs`` for a step: the graph's steps, the failed ones
+    of their latest runs said."""
+    names = _names(session)
+    if not names:
+        return f"%dagger logs NAME: {NO_STEPS_YET}"
+    failed = [name for name in names if name in session.step_runs
+              and session.step_runs[name].states().get(name) == "failed"]
+    listed = ", ".join(names if len(names) <= 12 else [*names[:12], "..."])
+    said = f"; {', '.join(map(repr, failed))} failed in its latest run" if failed else ""
+    return f"%dagger logs NAME: name the step whose lines to show, one of {listed}{said}"
 
 
 def left_aligned(frame: pd.DataFrame, empty: str = "no lines") -> pd.DataFrame:
