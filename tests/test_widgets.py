@@ -179,6 +179,25 @@ def test_a_step_past_the_kept_lines_shows_its_last_lines_and_error(comms, local)
     assert "12000\nboom\nstep" in snapshot.text and "12000\nboom</pre>" in snapshot.html
 
 
+def test_a_run_all_from_the_cache_is_saved_as_its_line_not_a_header_over_no_row(local):
+    """``%dagger run`` of steps all cached kept the table's header alone, then the
+    'cached: make, use' line; a run with a step that ran keeps its table."""
+    from dagnb.views.snapshot import RunSnapshot
+
+    graph = two_step_graph()
+    assert graph.run().states() == {"make": "succeeded", "use": "succeeded"}
+    run = graph.run()
+    snapshot = RunSnapshot(run)
+    assert snapshot.text == "cached: make, use"
+    assert "<table" not in snapshot.html and "cached: make, use" in snapshot.html
+    graph.replace(Step("use", run="echo used again", needs=("make",)))
+    ran = RunSnapshot(graph.run())
+    header, row, note = ran.text.splitlines()[-3:]
+    assert (header.split()[:2], row.split()[:2], note) == (
+        ["step", "state"], ["use", "succeeded"], "cached: make"), ran.text
+    assert "<table" in ran.html
+
+
 def test_a_progress_bar_and_a_long_line_are_shown_as_a_terminal_leaves_them(comms, local):
     """A tqdm bar is one line of every state it drew (\\r between them) and a line can
     be megabytes: the widget and the saved snapshot showed and kept them whole."""

@@ -50,7 +50,9 @@ class RunSnapshot:
         cached = [r["step"] for r in rows.values() if r["cached"] and r["step"] != focus]
         note = f"cached: {', '.join(cached)}" if cached else ""
         sections = self._sections(run, state, focus, rows, failed_tails)
-        self.html = (header_html(run, rows) + table_html(shown, time.time())
+        # (every step from the cache: their line alone, not a table's header over no row)
+        table = shown or not cached
+        self.html = (header_html(run, rows) + (table_html(shown, time.time()) if table else "")
                      + (f"<div class='dagnb-cached'>{html.escape(note)}</div>" if note else "")
                      + "".join(f"<div class='dagnb-tail'><b>{html.escape(title)}</b>"
                                + (f"<div class='dagnb-earlier'>{html.escape(earlier)}</div>"
@@ -59,7 +61,8 @@ class RunSnapshot:
                                for title, earlier, lines in sections))
         text = ["\n".join([title, *([earlier] if earlier else []), *lines])
                 for title, earlier, lines in sections]
-        self.text = "\n".join([*text, format_rows(shown), *([note] if note else [])])
+        self.text = "\n".join([*text, *([format_rows(shown)] if table else []),
+                               *([note] if note else [])])
 
     @staticmethod
     def _sections(run: Run, state: LiveState, focus: str | None, rows: dict[str, dict],
