@@ -399,6 +399,14 @@ def test_logs_without_a_name_lists_the_steps_and_the_failed_one(shell):
                                  "of a, b, c; 'c' failed in its latest run")
 
 
+def test_services_with_none_started_say_so_and_stay_a_frame(shell):
+    """An empty table printed as 'Empty DataFrame / Columns: [...]'."""
+    frame = line(shell, "services")
+    assert isinstance(frame, pd.DataFrame) and frame.empty
+    assert list(frame.columns) == ["name", "image", "ports", "endpoint", "state", "started"]
+    assert repr(frame).startswith("no service started in this session")
+
+
 def test_graph_returns_a_view(shell):
     _two_steps(shell)
     line(shell, "run a")

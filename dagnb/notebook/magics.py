@@ -685,7 +685,8 @@ def _cmd_images(self: DaggerMagics, rest: str) -> Text:
 
 def _cmd_services(self: DaggerMagics, rest: str) -> pd.DataFrame:
     _no_arguments(rest, "services")
-    return services.running()
+    return shown(services.running(), empty="no service started in this session "
+                 "(dagnb.services.start(name, image, ports) starts one in Dagger)")
 
 
 def _one_path(rest: str, command: str) -> str:
