@@ -210,6 +210,20 @@ def test_templates_new_refuses_a_file_that_is_no_yaml(workspace, capsys, output)
     assert not (workspace / output).exists()
 
 
+def test_templates_new_takes_the_file_to_write_as_its_second_word(workspace, capsys):
+    """``templates new ID FILE``, as cp reads it, was "unrecognized arguments: FILE"."""
+    assert main(["templates", "new", "parameter-sweep", "sweep.yml"]) == 0
+    assert capsys.readouterr().out.startswith("wrote sweep.yml from template")
+    assert (workspace / "sweep.yml").is_file()
+    assert main(["templates", "new", "parameter-sweep", "sweep"]) == 2
+    assert capsys.readouterr().err.startswith("dagnb: error: 'sweep': templates new writes")
+    assert main(["templates", "new", "parameter-sweep", "a.yml", "-o", "b.yml"]) == 2
+    assert capsys.readouterr().err == (
+        "dagnb: error: templates new was given two files to write, 'a.yml' and -o "
+        "'b.yml'; name one\n")
+    assert not (workspace / "a.yml").exists() and not (workspace / "b.yml").exists()
+
+
 @pytest.mark.parametrize("output", ["flow.yml", "flow.YAML"])
 def test_templates_new_writes_a_yml_or_yaml_file(workspace, output):
     assert main(["templates", "new", "parameter-sweep", "-o", output]) == 0

@@ -665,6 +665,8 @@ def add_subcommands(sub: Any) -> None:
     show.add_argument("id")
     new = actions.add_parser("new", help="write a workflow file from a template")
     new.add_argument("id")
+    new.add_argument("path", nargs="?", default=None, metavar="OUTPUT",
+                     help="the workflow file to write (the same as -o)")
     new.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE",
                      help="a template parameter (repeatable); lists as a,b or [1, 2]")
     new.add_argument("-o", "--output", default=None,
@@ -721,7 +723,11 @@ def _show(args: argparse.Namespace) -> int:
 def _new(args: argparse.Namespace) -> int:
     template = templates.get(args.id)
     values = template.values(_pairs(args.param), from_text=True)
-    output = _workflow_path(args.output, args.id)
+    if args.path is not None and args.output is not None and args.path != args.output:
+        raise ConfigError(f"templates new was given two files to write, {args.path!r} and "
+                          f"-o {args.output!r}; name one")
+    output = _workflow_path(args.output or args.path, args.id,
+                            "-o " if args.output is not None else "")
     if output.exists() and not args.force:
         raise ConfigError(f"{str(output)!r} already exists; pass --force to overwrite it")
     _write_workflow(template, output, values)
@@ -730,15 +736,16 @@ def _new(args: argparse.Namespace) -> int:
     return 0
 
 
-def _workflow_path(output: str | None, template_id: str) -> Path:
-    """Where ``templates new`` writes: ``-o`` as given, but an existing folder (or a path
-    ending in a slash) is the folder for ``<template id>.yml``, as ``cp`` reads it."""
+def _workflow_path(output: str | None, template_id: str, option: str = "-o ") -> Path:
+    """Where ``templates new`` writes: ``-o`` (or OUTPUT: ``option`` "") as given, but an
+    existing folder (or a path ending in a slash) is the folder for ``<template id>.yml``,
+    as ``cp`` reads it."""
     if not output:
         return Path(config.settings().workflow_directory) / f"{template_id}.yml"
     if output.endswith(("/", os.sep)) or Path(output).is_dir():
         return Path(output) / f"{template_id}.yml"
     if Path(output).suffix.lower() not in (".yml", ".yaml"):  # (dagnb run reads it by suffix)
-        raise ConfigError(f"-o {output!r}: templates new writes a YAML workflow; name a .yml "
+        raise ConfigError(f"{option}{output!r}: templates new writes a YAML workflow; name a .yml "
                           f"file (such as {str(Path(output).with_suffix('.yml'))!r})")
     return Path(output)
 
