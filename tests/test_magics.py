@@ -49,6 +49,21 @@ def test_shell_cell_prints_output_then_status_row(shell, capsys):
     assert isinstance(shell.user_ns["_dagger"]["hello"], Path)
 
 
+def test_a_python_cells_traceback_names_the_prompt_it_ran_under(shell, capsys):
+    """Its frames read ``<dagger-cell err #5>``, a count of definitions the user never
+    sees, where IPython's own read ``Cell In[5]``; defined again under the same prompt
+    (a form, a loop), a number of its own keeps each definition's lines apart."""
+    result = shell.run_cell("%%dagger err --python\ny = 1\nraise ValueError('boom')\n",
+                            store_history=True)  # (as a kernel runs it)
+    assert isinstance(result.error_in_exec, dagnb.RunFailed)
+    number = result.execution_count
+    assert isinstance(number, int)
+    err = capsys.readouterr().err
+    assert f'File "<dagger-cell err In[{number}]>", line 3, in err_cell' in err, err
+    cell(shell, "err --python --define-only", "raise KeyError('k')\n")
+    assert re.fullmatch(r"<dagger-cell err #\d+>", graph()["err"].func.__code__.co_filename)
+
+
 def test_rerun_replaces_step_then_hits_cache(shell, capsys):
     cell(shell, "greet", "echo one\n")
     cell(shell, "greet", "echo two\n")

@@ -171,9 +171,9 @@ def parse_names(text: str | None) -> tuple[str, ...]:
 
 def step_from_options(name: str, body: str, args: argparse.Namespace,
                       namespace: Mapping[str, Any] | None = None,
-                      defined: Collection[str] = ()) -> Step:
+                      defined: Collection[str] = (), label: str | None = None) -> Step:
     """The Step a ``%%dagger NAME [options]`` cell defines (see ``%%dagger?``);
-    ``defined``: as for :func:`cell_function`."""
+    ``defined`` and ``label``: as for :func:`cell_function`."""
     check_name(name)  # (before a --python cell's function, which takes its name)
     needs = _listed_once(parse_names(args.needs), "--needs", "upstream step")
     outputs = _listed_once(parse_names(args.outputs), "--outputs", "output")
@@ -193,7 +193,7 @@ def step_from_options(name: str, body: str, args: argparse.Namespace,
             _refuse_kernel_lines(name, body)
         fields["func"] = cell_function(  # (an empty namespace, too, is the one given)
             name, body, needs, outputs, {} if namespace is None else namespace,
-            params=fields["params"], defined=defined)
+            params=fields["params"], defined=defined, label=label)
     else:
         fields["run"] = _shell_text(name, body)
     return Step(name, **fields)
@@ -228,6 +228,17 @@ def _python_name(name: str, option: str, what: str) -> str:
     return name
 
 
+def _cell_filename(name: str, label: str | None) -> str:
+    """The name a cell's code is compiled under, shown in its tracebacks: where it ran
+    (``In[3]``) when known and not taken, else a number of its own (the lines kept for
+    it in linecache are this definition's, and a form's or a loop's cell can be defined
+    again under the same prompt number)."""
+    filename = f"<dagger-cell {name} {label}>"
+    if label is None or filename in linecache.cache:
+        filename = f"<dagger-cell {name} #{next(_counter)}>"
+    return filename
+
+
 def _python_spelling(name: str) -> str:
     """``my-p`` -> ``my_p``, ``1st`` -> ``_1st``: a Python name close to ``name``."""
     return re.sub(r"^(?=[0-9])|[^A-Za-z0-9_]", "_", name)
@@ -242,7 +253,8 @@ def _shell_text(name: str, body: str) -> str:
 
 def cell_function(name: str, source: str, needs: Iterable[str], outputs: Iterable[str],
                   namespace: Mapping[str, Any], params: Iterable[str] = (),
-                  defined: Collection[str] = ()) -> types.FunctionType:
+                  defined: Collection[str] = (), label: str | None = None
+                  ) -> types.FunctionType:
     """A function running ``source`` with upstream results and params as variables.
 
     Parameters
@@ -266,6 +278,9 @@ def cell_function(name: str, source: str, needs: Iterable[str], outputs: Iterabl
         Names taken as notebook variables though ``namespace`` lacks them: those the
         cells before this one bind, for a cell read from the notebook's file before they
         ran (a restart), so that it reads them as the cell run in order does.
+    label
+        Where the cell ran, as IPython names it in tracebacks (``In[3]``): its frames
+        then read ``File "<dagger-cell NAME In[3]>"``.
     """
     arguments = [_receivable(n) for n in needs]
     _refuse_params_named_as_upstreams(params, arguments)
@@ -278,7 +293,7 @@ def cell_function(name: str, source: str, needs: Iterable[str], outputs: Iterabl
         raise InvalidStepError(f"step {name!r}: {exc}") from None
     run = with_last_displayed(python)
     text = _function_source(func_name, arguments, run, tuple(outputs))
-    filename = f"<dagger-cell {name} #{next(_counter)}>"
+    filename = _cell_filename(name, label)
     code = _compiled(name, text, filename, 1, first)
     _refuse_top_level_yield(name, code, func_name, python, first)
     local = _local_names(code, func_name) - {TIMED_VALUE}  # (dagnb's, not the user's)

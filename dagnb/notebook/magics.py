@@ -321,7 +321,9 @@ class DaggerMagics(Magics):
             args = parse_line(self.dagger_cell, line)
         except UsageError as exc:
             raise UsageError(self._with_quoting_hint(str(exc), "%%dagger", line)) from None
-        step = step_from_options(args.name, cell, args, self.shell.user_ns)
+        number = _running_cell_number(self.shell)  # (its frames named as IPython's are)
+        step = step_from_options(args.name, cell, args, self.shell.user_ns,
+                                 label=None if number is None else f"In[{number}]")
         outputs = parse_names(args.outputs)
         cell_id = _running_cell_id(self.shell)
         if args.define_only or not _selected(step.name):
