@@ -238,7 +238,12 @@ def test_runner_uses_the_configured_cache(tmp_path):
     ("container_credentials: {user: me, password_env: A}\n",
      "unknown key 'user'; did you mean 'username'"),
     ("- a\n- b\n", "the config must be a mapping"),
-    ("a: [\n", "YAML does not parse"),
+    # (PyYAML's problem and a fix, as a workflow file's: "fix the syntax" named neither)
+    ("a: [\n", r"line 2: YAML does not parse \(expected the node content, but found "
+                r"'<stream end>'\); fix the syntax there$"),
+    ("workflow_defaults:\n  max_retries: a: b\n",
+     r"line 2: YAML does not parse \(mapping values are not allowed here\); a ': ' in a "
+     r"plain value starts a mapping; quote the whole value$"),
     ("? [a, b]\n: 1\n", "YAML does not parse"),  # (a list as a key)
 ])
 def test_file_errors_name_the_key_and_the_file(tmp_path, text, message):

@@ -519,7 +519,7 @@ def _read_file(path: Path) -> Mapping[str, Any]:
     else:
         import yaml  # only a project with a config file pays for it
 
-        from dagnb.config.yaml_keys import DuplicateKeyError, UniqueKeyLoader
+        from dagnb.config.yaml_keys import DuplicateKeyError, UniqueKeyLoader, yaml_message
 
         try:
             data = yaml.load(_read_text(path), Loader=UniqueKeyLoader) or {}
@@ -527,9 +527,7 @@ def _read_file(path: Path) -> Mapping[str, Any]:
             raise ConfigError(f"{str(path)!r}, line {exc.line}: key {exc.key!r} is given "
                               "twice; keep one") from None
         except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = f", line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"{str(path)!r}{line}: YAML does not parse; fix the syntax") from None
+            raise ConfigError(yaml_message(exc, repr(str(path)))) from None
     if not isinstance(data, Mapping):
         # (its type only: DAGNB_CONFIG=.env would print every secret in it)
         raise ConfigError(f"{str(path)!r}: the config must be a mapping of keys (key: value "

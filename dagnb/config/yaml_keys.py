@@ -1,4 +1,5 @@
-"""A YAML loader that refuses a key written twice in one mapping.
+"""A YAML loader that refuses a key written twice in one mapping, and the line that
+says why a YAML file does not parse (:func:`yaml_message`).
 
 PyYAML keeps the last of two equal keys without a word: two steps of one name in a
 workflow, or ``max_retries`` given twice in ``dagnb.yaml``, would silently become the
@@ -12,7 +13,30 @@ from typing import Any
 
 import yaml
 
-__all__ = ["DuplicateKeyError", "UniqueKeyLoader"]
+__all__ = ["SYNTAX_FIXES", "DuplicateKeyError", "UniqueKeyLoader", "yaml_message"]
+
+# PyYAML's words for the syntax mistakes a file's author makes most, and the fix of each
+# (its words alone name none)
+SYNTAX_FIXES = {
+    "found character '\\t' that cannot start any token":
+        "indent with spaces, not tabs",
+    "but found another document":
+        "the file is one YAML document: remove this '---'",
+    "mapping values are not allowed here":
+        "a ': ' in a plain value starts a mapping; quote the whole value",
+}
+
+
+def yaml_message(exc: yaml.YAMLError, source: str,
+                 fixes: dict[str, str] = SYNTAX_FIXES) -> str:
+    """``source, line N: YAML does not parse (PyYAML's problem); the fix`` (the fix
+    named in ``fixes`` by the problem's first words, else "fix the syntax there")."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{source}, line {mark.line + 1}" if mark is not None else source
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    fix = next((fix for words, fix in fixes.items() if problem.startswith(words)),
+               "fix the syntax there")
+    return f"{where}: YAML does not parse ({problem}); {fix}"
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 

@@ -65,6 +65,7 @@ from typing import Any
 import yaml
 
 from dagnb import checks
+from dagnb.config.yaml_keys import SYNTAX_FIXES, yaml_message
 from dagnb.errors import CycleError, DagnbError, WorkflowError
 from dagnb.model.graph import Graph, unknown_need_message
 from dagnb.model.masking import SecretFinder
@@ -549,17 +550,12 @@ def _at(written: Any, key: str) -> Any:
 
 
 def _yaml_message(exc: yaml.YAMLError, source: str) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    where = f"{source}, line {mark.line + 1}" if mark is not None else source
-    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    return f"{where}: YAML does not parse ({problem}); {_syntax_fix(problem)}"
+    return yaml_message(exc, source, _SYNTAX_FIXES)
 
 
-# PyYAML's words for the syntax mistakes a workflow's author makes most, and the fix of
-# each (its words alone name none)
+# a workflow file's own words for a second document and a quoted command
 _SYNTAX_FIXES = {
-    "found character '\\t' that cannot start any token":
-        "indent with spaces, not tabs",
+    **SYNTAX_FIXES,
     "but found another document":
         "a workflow file is one YAML document: remove this '---' (or split the file in "
         "two, one workflow each)",
@@ -568,11 +564,6 @@ _SYNTAX_FIXES = {
         "(run: 'echo \"lu: x\"') or write it as a block (run: |, the text on the lines "
         "below)",
 }
-
-
-def _syntax_fix(problem: str) -> str:
-    return next((fix for words, fix in _SYNTAX_FIXES.items() if problem.startswith(words)),
-                "fix the syntax there")
 
 
 # the settings a cache shared through a store needs, which dagnb.yaml's workflow_defaults
