@@ -1016,7 +1016,7 @@ def test_push_check_mends_a_file_changed_in_the_store_that_a_plain_push_takes_as
     downloads = Downloads(monkeypatch)
     capsys.readouterr()
     assert main(push) == 0  # sizes are all a plain push sees: it reads no blob
-    assert "push: 0 entries copied, 2 already there, 0.0 MB" in capsys.readouterr().out
+    assert "push: 0 entries copied, 2 already there, 0 bytes\n" in capsys.readouterr().out
     assert downloads.blobs == []
     assert main([*push, "--check"]) == 0
     out = capsys.readouterr().out
@@ -1101,7 +1101,7 @@ def test_the_push_that_loses_a_race_for_a_key_says_it_was_written_meanwhile(
     first, second = capsys.readouterr().out.splitlines()
     assert first == "push: 1 entry copied, 0 already there, 0.2 MB"
     # (its meta.json differs from the other's: when it was made, ...; sent, and left)
-    sent = r"0\.0 MB \(0\.\d kB" if same else r"0\.2 MB \(0\.2 MB"
+    sent = r"0\.\d kB \(0\.\d kB" if same else r"0\.2 MB \(0\.2 MB"
     assert re.fullmatch(
         r"push: 0 entries copied, 1 already there \(1 written meanwhile by another push or "
         rf"run\), {sent} of it unreferenced: files of entries the store kept another copy "
@@ -1622,7 +1622,7 @@ def test_the_transfer_line_says_one_entry_and_its_step_in_the_singular(
         f"pull: {entries} copied, 0 already there, {count} not usable (a file missing or "
         f"damaged in the store: {their} again; dagnb cache push --check from a machine "
         f"that has {them} mends {them}), {count} left out (damaged here: set aside, {their} "
-        "again), 0.0 MB")
+        "again), 0 bytes")
 
 
 @pytest.mark.parametrize(("step", "key"), [("..", "project"), (".git", "k"), ("step", ".git")])

@@ -64,7 +64,7 @@ def test_a_pull_keeps_the_local_copy_of_a_refresh_of_the_same_output_and_downloa
     said = _pull(url, bob, capsys)
     assert downloads == [], said
     assert ("pull: 0 entries copied, 1 already there (1 of the same output as the store's "
-            "newer copy: kept, nothing downloaded), 0.0 MB") in said, said
+            "newer copy: kept, nothing downloaded), 0 bytes") in said, said
     entry = Store(bob).lookup("load", "k")
     assert entry is not None and entry.verify()
     assert (entry.created, entry.expires) == (monday, monday + 3600)  # (its own)

@@ -1709,7 +1709,7 @@ class Transfer:
         meanwhile += (f" ({self.same_output} of the same output as the store's newer "
                       "copy: kept, nothing downloaded)" if self.same_output else "")
         meanwhile += self._kept_in_use()
-        checked = f" (read back and checked: {self.checked / 1e6:.1f} MB)" if self.checked else ""
+        checked = f" (read back and checked: {_amount(self.checked)})" if self.checked else ""
         expired = f", {self.expired} expired" if self.expired else ""
         them = "it" if self.unusable == 1 else "them"
         unusable = (f", {self.unusable} not usable (a file missing or damaged in the store: "
@@ -1722,7 +1722,7 @@ class Transfer:
                         "entry, where nothing removes them)") if self.unreferenced else ""
         return (f"{action}: {_entries(self.copied)} copied{mended}, {self.skipped} already "
                 f"there{meanwhile}{checked}{expired}{unusable}{damaged}, "
-                f"{self.bytes / 1e6:.1f} MB{unreferenced}")
+                f"{_amount(self.bytes)}{unreferenced}")
 
 
 def _entries(count: int) -> str:
@@ -1735,7 +1735,10 @@ def _steps_run(count: int) -> str:
 
 
 def _amount(count: int) -> str:
-    """Bytes in MB, or in kB below 0.1 MB (an entry's small files: not shown as 0.0)."""
+    """Bytes in MB, or in kB below 0.05 MB (entries' small files: 16 packed entries,
+    30 kB, read "0.0 MB", as if nothing was copied), 0 as "0 bytes"."""
+    if not count:
+        return "0 bytes"
     return f"{count / 1e6:.1f} MB" if count >= 50_000 else f"{count / 1e3:.1f} kB"
 
 
@@ -2043,7 +2046,7 @@ def progress_line(verb: str, stream: TextIO | None = None,
 
 def _progress(verb: str, done: int, total: int, moved: int) -> str:
     """``push: 3/10 entries, 1.2 MB`` (``1/1 entry``: the noun agrees with the total)."""
-    return f"{verb}: {done}/{_entries(total)}, {moved / 1e6:.1f} MB"
+    return f"{verb}: {done}/{_entries(total)}, {_amount(moved)}"
 
 
 def _plain_lines(verb: str, out: TextIO, clock: Callable[[], float]) -> Progress:
