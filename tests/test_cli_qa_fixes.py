@@ -371,3 +371,27 @@ def test_logs_without_a_step_names_the_files_steps_and_the_failed_one(
     (tmp_path / "wf.yml").write_text("steps: [")  # mid-edit: the run's steps, read back
     assert main(["logs", "wf.yml"]) == 2
     assert "one of a, b, c; in its newest run" in capsys.readouterr().err
+
+
+# -- step names as words -----------------------------------------------------------------
+
+
+def test_run_and_plan_take_step_names_after_the_file_as_targets(here, capsys) -> None:
+    """``dagnb run wf.yml a`` (as make, or %dagger run a, reads it) was "unrecognized
+    arguments: a"; before or after an option, it runs a and its upstream alone."""
+    (here / "wf.yml").write_text(TWO_STEPS + "  c:\n    run: echo c\n")
+    capsys.readouterr()
+    assert main(["run", "wf.yml", "a", "--executor", "local"]) == 0
+    assert "): 1 cached" in capsys.readouterr().out
+    assert main(["run", "wf.yml", "--no-cache", "b", "--executor", "local"]) == 0
+    assert "): 2 succeeded" in capsys.readouterr().out  # (b and its upstream a)
+    assert main(["plan", "wf.yml", "c"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[1].split()[:2] == ["c", "False"] and len(out.splitlines()) == 3
+    assert main(["run", "wf.yml", "nope"]) == 2
+    assert "no step named 'nope' in the graph" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # (--refresh takes none: said, as before)
+        main(["run", "wf.yml", "--refresh", "a"])
+    assert refused.value.code == 2
+    assert capsys.readouterr().err.endswith(
+        "unrecognized arguments: a (--refresh takes no step name: --refresh-step a)\n")

@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="run a workflow and print its status table")
     run.add_argument("workflow", help=_WORKFLOW_HELP)
+    run.add_argument(STEP_WORDS, nargs="*", metavar="STEP",
+                     help="run these steps and their upstream (as --target STEP)")
     run.add_argument(
         "--target",
         action="append",
@@ -143,6 +145,7 @@ class _Parser(argparse.ArgumentParser):
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
         parsed, extras = super().parse_known_args(args, namespace)
+        extras = self._steps_as_targets(parsed, args, extras)
         if extras:  # (left by this command's parser: refused here, with its usage)
             meant = self._named_after_flag(args, extras) or self._meant(extras)
             self.error(f"unrecognized arguments: {' '.join(extras)}{meant}")
@@ -156,6 +159,24 @@ class _Parser(argparse.ArgumentParser):
             self.print_help(sys.stderr)
             self.exit(2, f"{self.prog}: error: {message}\n")
         super().error(message)
+
+    @staticmethod
+    def _steps_as_targets(parsed: argparse.Namespace, args: Any,
+                          extras: list[str]) -> list[str]:
+        """``run wf.yml a b`` runs a and b as ``--target a --target b`` does; so do step
+        names after an option (argparse leaves those over: ``wf.yml --no-cache a``), but
+        for one right after ``--refresh``, which takes none, or after an unknown option,
+        as its value (both refused, naming the fix)."""
+        words = getattr(parsed, STEP_WORDS, None)
+        if words is None:
+            return extras
+        delattr(parsed, STEP_WORDS)
+        values = {word for flag, word in itertools.pairwise(args or ())
+                  if flag == "--refresh" or (flag in extras and flag.startswith("-"))}
+        later = [w for w in extras if not w.startswith("-") and w not in values]
+        if words or later:
+            parsed.target = [*(parsed.target or ()), *words, *later]
+        return [w for w in extras if w not in later]
 
     def _named_after_flag(self, args: Any, extras: Sequence[str]) -> str:
         """`` (--refresh takes no step name: --refresh-step load)`` for ``run wf.yml
@@ -183,6 +204,8 @@ class _Parser(argparse.ArgumentParser):
         return ""
 
 
+# the attribute of run's and plan's step names given as words (taken as --target)
+STEP_WORDS = "step_words"
 # how argparse ends its error for a command or group given no action: its metavars
 _NO_ACTION = ("required: COMMAND", "required: ACTION")
 # run's options that plan and explain spell otherwise
