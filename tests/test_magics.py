@@ -314,7 +314,7 @@ def test_help_asked_of_a_magic_shows_its_options_and_runs_nothing(
     ("save", "takes one path"),
     ("load missing.yml", "workflow file 'missing.yml' does not exist"),
     ("config colour=blue", "unknown key 'colour'"),
-    ("config nonsense", "is not KEY=VALUE"),
+    ("config nonsense", "unknown setting .nonsense.; known settings: executor"),
     ("run ghost", "no step named 'ghost'"),
     ("logs --tail x", "argument --tail: invalid int value"),
 ])
@@ -661,6 +661,24 @@ def test_config_shows_and_changes_settings(shell):
         assert row == "3"
     finally:
         dagnb.configure(max_concurrent_executions=old, cache_version="")
+
+
+def test_config_named_shows_those_settings_and_refusals_name_the_magic(shell):
+    """``%dagger config max_retries`` was "is not KEY=VALUE", and a refusal named
+    dagnb.configure(), which the user did not call."""
+    old = dagnb.settings().max_retries
+    try:
+        table = line(shell, "config max_retries=2 executor max_retries")
+        assert table.values.tolist() == [["executor", repr(dagnb.settings().executor)],
+                                         ["max_retries", "2"]]
+        with pytest.raises(UsageError, match=r"^%dagger config: unknown setting "
+                                             r"'max_retrie'; did you mean 'max_retries'\?$"):
+            line(shell, "config max_retrie")
+        with pytest.raises(UsageError, match=r"^%dagger config: unknown key 'max_retrie'"):
+            line(shell, "config max_retrie=1")
+        assert dagnb.settings().max_retries == 2  # (nothing changed by a refused line)
+    finally:
+        dagnb.configure(max_retries=old)
 
 
 def test_help_is_written_for_users(shell):

@@ -86,6 +86,7 @@ __all__ = [
     "Settings",
     "check_cache_mode",
     "configure",
+    "configured_by",
     "context",
     "env_flag",
     "find_config_file",
@@ -846,18 +847,24 @@ def configure(**changes: Any) -> Settings:
     ConfigError
         For an unknown name or a value of the wrong type.
     """
+    return configured_by("dagnb.configure()", changes)
+
+
+def configured_by(call: str, changes: Mapping[str, Any]) -> Settings:
+    """:func:`configure`, its refusals naming ``call`` (``%dagger config``: the user
+    typed no ``dagnb.configure()``)."""
     current = settings()
     checked = {}
     for key, value in changes.items():
-        _known([key], tuple(_CHECKS), "dagnb.configure()")
+        _known([key], tuple(_CHECKS), call)
         if key == "container_credentials":
-            checked[key] = _file_credentials(value, "dagnb.configure()")
+            checked[key] = _file_credentials(value, call)
         else:
-            checked[key] = _checked(key, value, "dagnb.configure()")
+            checked[key] = _checked(key, value, call)
         if key in _PATH_KEYS and not checks.is_url(checked[key]):
             checked[key] = str(Path(checked[key]).expanduser().absolute())
     if _cache_switches_disagree(checked):
-        raise ConfigError(f"dagnb.configure(): caching_enabled={checked['caching_enabled']!r} "
+        raise ConfigError(f"{call}: caching_enabled={checked['caching_enabled']!r} "
                           f"and cache_mode={checked['cache_mode']!r} disagree; give one")
     fields = {key: value for key, value in checked.items() if key != "caching_enabled"}
     new, origin = dataclasses.replace(current, **fields), dict(_loaded().origins)

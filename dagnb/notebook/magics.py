@@ -32,8 +32,8 @@ from dagnb.cache import Store, forget_secrets, store_for, sync
 from dagnb.cache.clearing import check_clear_options, check_clear_scope, kept_in_store
 from dagnb.cache.location import pin_relative_folder
 from dagnb.cache.secret_scan import known_secrets
-from dagnb.checks import closest
-from dagnb.config import check_cache_mode, configure, settings
+from dagnb.checks import closest, known_keys
+from dagnb.config import check_cache_mode, configured_by, settings
 from dagnb.errors import (
     CacheMissError,
     DagnbError,
@@ -421,7 +421,7 @@ class DaggerMagics(Magics):
             %dagger save PATH.yml / %dagger load PATH.yml   YAML workflow file
             %dagger remove NAME                       take one step out of the graph
             %dagger reset                             forget the graph and results
-            %dagger config [key=value ...]            show or change settings
+            %dagger config [KEY | KEY=VALUE ...]      show (those named) or change settings
 
         Define steps with ``%%dagger NAME`` cells (see ``%%dagger?``).
         """
@@ -761,11 +761,20 @@ def _cancelled_runs(count: int) -> str:
 
 
 def _cmd_config(self: DaggerMagics, rest: str) -> pd.DataFrame:
-    changes = parse_assignments(split_words(rest), "%dagger config", as_json=True)
-    if changes:
-        configure(**changes)
+    """Every setting, or those named (``%dagger config max_retries``), after the
+    ``KEY=VALUE`` changes given beside them are made."""
+    words = split_words(rest)
+    named = [word for word in words if "=" not in word]
     values = dataclasses.asdict(settings())
-    return pd.DataFrame({"setting": list(values), "value": [repr(v) for v in values.values()]})
+    if named:
+        known_keys(named, list(values), "%dagger config", UsageError, noun="setting")
+    changes = parse_assignments([w for w in words if "=" in w], "%dagger config",
+                                as_json=True)
+    if changes:
+        configured_by("%dagger config", changes)
+        values = dataclasses.asdict(settings())
+    shown = [key for key in values if not named or key in named]
+    return pd.DataFrame({"setting": shown, "value": [repr(values[key]) for key in shown]})
 
 
 def _unknown_command(command: str, rest: list[str]) -> str:
