@@ -445,6 +445,18 @@ def test_plan_and_cache_commands(shell):
     assert line(shell, "cache clear --all") == "removed 1 cache entry"
 
 
+def test_cache_words_name_the_steps_held_and_the_magic_to_type(shell):
+    """``%dagger cache entries lod`` said only "no cache entries of step 'lod'", and a
+    push with no store named ``dagnb cache push``, a terminal's command."""
+    _two_steps(shell)
+    line(shell, "run")
+    assert repr(line(shell, "cache entries lod")) == (
+        "no cache entries of step 'lod'; it holds entries of a, b")
+    with pytest.raises(UsageError, match=r"^cache push needs a store URL, not '[^']+'; name "
+                                         r"one \(%dagger cache push s3://bucket/prefix, "):
+        line(shell, "cache push")
+
+
 def test_cache_clear_takes_a_memory_function_s_plain_name(shell, workdir):
     """As ``dagnb cache clear --step square`` does: a Memory function's name without its
     module's part, when one function has it (before: refused, naming the full name)."""

@@ -259,13 +259,14 @@ def explain_frame(step_name: str, key: StepKey) -> Any:
     return _explain_module.explain_frame(default_store(), step_name, key)
 
 
-def _store_hint(action: str, given: str | os.PathLike[str] | None) -> str:
+def _store_hint(action: str, given: str | os.PathLike[str] | None, command: str) -> str:
     """How to name the store: a folder given as a path, as its file URL (which works);
-    the setting (a local folder, the cache itself), any store's URL."""
+    the setting (a local folder, the cache itself), any store's URL; in ``command``'s
+    words (``%dagger cache`` in a notebook)."""
     if given is None:
-        return (f"name one (dagnb cache {action} s3://bucket/prefix, or file:///path/to/folder "
+        return (f"name one ({command} {action} s3://bucket/prefix, or file:///path/to/folder "
                 "for a folder) or set cache_directory to one")
-    return (f"name a folder as a file URL (dagnb cache {action} {Path(given).resolve().as_uri()}), "
+    return (f"name a folder as a file URL ({command} {action} {Path(given).resolve().as_uri()}), "
             "another store by its URL (s3://bucket/prefix), or set cache_directory to one")
 
 
@@ -276,18 +277,20 @@ def sync(
     stream: TextIO | None = None,
     *,
     check: bool = False,
+    command: str = "dagnb cache",
 ) -> _remote.Transfer:
     """``dagnb cache push|pull``: copy entries between the local cache folder (the
     setting's when None) and the store ``url`` (``cache_directory`` when None), with a
     progress line on ``stream`` (stderr); ``check``: a push downloads and hashes the
-    blobs of the entries the store has (``push --check``, see :func:`~dagnb.cache.remote.push`)."""
+    blobs of the entries the store has (``push --check``, see :func:`~dagnb.cache.remote.push`);
+    ``command``: the one a refusal names (``%dagger cache`` in a notebook)."""
     given = url
     url = settings().cache_directory if url is None else url
     # (named as its check shows it: credentials in it as ***)
     url = checks.checked(checks.location, url, "the remote store", CacheError, sep=" ")
     if not is_url(url):
         raise CacheError(f"cache {action} needs a store URL, not {url!r}; "
-                         + _store_hint(action, given))
+                         + _store_hint(action, given, command))
     folder = local_folder(local)
     refuse_foreign_folder(folder)  # (pull writes entries there)
     store = store_for(folder)

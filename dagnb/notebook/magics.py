@@ -610,7 +610,7 @@ def _cmd_cache(self: DaggerMagics, rest: str) -> Any:
     if check:
         names = [name for name in names if name != "--check"]
     if action in ("push", "pull") and len(names) <= 1:
-        done = sync(action, *names, check=check)
+        done = sync(action, *names, check=check, command="%dagger cache")
         return Text(done.line(action))
     if action in _CLEAR_WORDS:
         raise UsageError(f"%dagger cache {action!r} is not a cache command; did you mean "
@@ -627,8 +627,12 @@ _CLEAR_WORDS = ("remove", "rm", "delete", "del", "drop", "purge", "prune")  # (c
 def _cache_entries(store: Store, step: str | None = None) -> pd.DataFrame:
     """The store's entries, their times shown as ``%dagger history`` and ``dagnb cache
     list`` show them: local clock times without the offset (the frame keeps it)."""
-    empty = "no cache entries" + ("" if step is None else f" of step {step!r}")
-    return shown(store.entries(step), empty=empty)
+    frame = store.entries(step)
+    if step is None or not frame.empty:
+        return shown(frame, empty="no cache entries")
+    held = list(store.stats().index)  # (a step of another graph may hold some: kept)
+    others = f"; it holds entries of {', '.join(held)}" if held else ""
+    return shown(frame, empty=f"no cache entries of step {step!r}{others}")
 
 
 @ma.magic_arguments("dagger cache clear")
