@@ -916,7 +916,8 @@ def test_cache_entries_show_local_clock_times_as_history_and_the_cli_do(shell):
     offset = re.compile(r"[+-]\d\d:\d\d\b")  # (+00:00 here, the machine's zone elsewhere)
     assert created[0].strftime("%Y-%m-%d %H:%M:%S") in shown and not offset.search(shown)
     assert not offset.search(entries._repr_html_())
-    assert repr(line(shell, "cache entries zzz")) == "no cache entries of step 'zzz'"
+    assert repr(line(shell, "cache entries zzz")) == ("no cache entries of step 'zzz'; it holds "
+                                                  "entries of a")
 
 
 def test_hits_count_lookups_that_served_a_result_and_nothing_else(shell):
