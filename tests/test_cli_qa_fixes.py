@@ -395,3 +395,15 @@ def test_run_and_plan_take_step_names_after_the_file_as_targets(here, capsys) ->
     assert refused.value.code == 2
     assert capsys.readouterr().err.endswith(
         "unrecognized arguments: a (--refresh takes no step name: --refresh-step a)\n")
+
+
+def test_cache_stats_takes_a_step_as_cache_list_does(here, capsys) -> None:
+    """``dagnb cache stats --step a`` was refused with "did you mean --help?"."""
+    capsys.readouterr()
+    assert main(["cache", "stats", "--step", "a"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:3] for line in lines[2:3]] == [["a", "1", "0"]]
+    assert lines[3].startswith("1 cache entry, ") and len(lines) == 4
+    assert main(["cache", "stats", "--step", "zz"]) == 2
+    assert capsys.readouterr().err.endswith("holds no entries of that step; it holds entries "
+                                            "of a, b\n")

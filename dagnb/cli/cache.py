@@ -2,7 +2,7 @@
 
 ::
 
-    dagnb cache verify|list|stats [--cache-dir DIR]     (list: [--step NAME])
+    dagnb cache verify|list|stats [--cache-dir DIR]     (list, stats: [--step NAME])
     dagnb cache clear --step NAME | --older-than AGE | --all
     dagnb cache prune [--max-size SIZE] [--max-entries N] [--max-age AGE]
     dagnb cache push [URL] [--check] | pull [URL]
@@ -46,7 +46,8 @@ def add_parser(sub: Any) -> None:
     actions.add_parser("verify", help="re-hash every entry's files; set aside those that changed")
     listing = actions.add_parser("list", help="the entries as a table, by step then created")
     listing.add_argument("--step", default=None, metavar="NAME", help="only this step's entries")
-    actions.add_parser("stats", help="per step: entries, hits recorded, size on disk")
+    stats = actions.add_parser("stats", help="per step: entries, hits recorded, size on disk")
+    stats.add_argument("--step", default=None, metavar="NAME", help="only this step's row")
     clear = actions.add_parser("clear", help="remove entries: of a step, older than AGE, or all")
     clear.add_argument("--step", default=None, metavar="NAME", help="only this step's entries")
     clear.add_argument("--older-than", default=None, metavar="AGE",
@@ -140,17 +141,22 @@ def _stats(args: argparse.Namespace) -> int:
     """`dagnb cache stats`: per step, its entries, the hits recorded on them, the bytes
     they take on disk (what ``prune --max-size`` counts); then what else the folder
     holds."""
+    from dagnb.cache.clearing import held_step
+
     store = _store(args, "show", read_only=True)
     if store is None:
         return 0
     rows = store.stats_by_step()
+    if args.step is not None:  # (as list's --step: a typo refused, a plain name taken)
+        step = held_step(store, args.step, otherwise="nothing to show")
+        rows = {step: rows[step]} if step in rows else {}
     if rows:
         print(stats_table(rows))
         print(f"{_entries(sum(row['entries'] for row in rows.values()))}, "
               f"{_size(sum(row['bytes'] for row in rows.values()))} in {store.location}")
     else:  # (what else the folder holds is said all the same: it may take megabytes)
         print(f"no entries in {store.location}")
-    outside = _outside_entries(store)
+    outside = _outside_entries(store) if args.step is None else ""  # (the folder's)
     if outside:
         print(f"not counted: {outside}")
     return 0
