@@ -407,3 +407,9 @@ def test_cache_stats_takes_a_step_as_cache_list_does(here, capsys) -> None:
     assert main(["cache", "stats", "--step", "zz"]) == 2
     assert capsys.readouterr().err.endswith("holds no entries of that step; it holds entries "
                                             "of a, b\n")
+
+
+def test_an_unknown_option_is_not_said_to_mean_help(here, capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["cache", "verify", "--step", "a"])
+    assert capsys.readouterr().err.endswith("error: unrecognized arguments: --step a\n")

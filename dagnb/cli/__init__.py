@@ -192,9 +192,10 @@ class _Parser(argparse.ArgumentParser):
 
     def _meant(self, extras: Sequence[str]) -> str:
         """``; did you mean --tag?`` for the first unknown option close to one of this
-        command's options (its value, ``--tags=x``, left out)."""
+        command's options (its value, ``--tags=x``, left out); not ``--help``, which an
+        option of another command resembles (``cache stats --step``: "--help?")."""
         known = [option for action in self._actions for option in action.option_strings
-                 if option.startswith("--")]
+                 if option.startswith("--") and option != "--help"]
         for extra in extras:
             option = extra.partition("=")[0]
             close = (_SPELLED_OTHERWISE.get(option) if "--cache-mode" in known else None) or (
