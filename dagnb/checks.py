@@ -229,6 +229,14 @@ def choices_named(word: object, choices: Iterable[str], *, noun: str = "steps",
     return f"{which} are {listed}"
 
 
+def listed(names: Sequence[str], most: int = 20) -> str:
+    """``"a, b, c"``: every name when there are at most ``most``, else the first
+    ``most`` and how many more."""
+    if len(names) <= most:
+        return ", ".join(names)
+    return f"{', '.join(names[:most])} and {len(names) - most} more"
+
+
 def closest(word: object, choices: Iterable[str], *, cutoff: float = 0.6) -> str | None:
     """The choice closest to ``word``: the one it is but for case and ``-`` for ``_``
     (``N`` for ``n``, ``BATCH-SIZE`` for ``batch_size``, which difflib finds too unlike),

@@ -303,3 +303,8 @@ def test_a_missing_file_is_said_with_the_closest_file_of_its_kind(
     message = checks.missing_file("workflow file", tmp_path / missing)
     assert message == (f"workflow file {str(tmp_path / missing)!r} does not exist; "
                        + said.format(d=tmp_path))
+
+
+def test_listed_names_every_one_up_to_most_then_counts_the_rest():
+    assert checks.listed(["a", "b"]) == "a, b"
+    assert checks.listed([f"s{i}" for i in range(25)], most=3) == "s0, s1, s2 and 22 more"

@@ -140,7 +140,7 @@ _DONE = {"succeeded": "succeeded", "cached": "came from the cache"}
 
 def _name_a_step(args: argparse.Namespace, workflow: Workflow) -> str:
     """The line asking for a step: the file's steps (or, when it does not load, those of
-    its newest recorded run), the newest run's failed ones first, and the command."""
+    its newest recorded run), and those that failed in its newest run."""
     from dagnb.cache import local_folder
     from dagnb.runtime.history import recorded_runs
 
@@ -154,14 +154,10 @@ def _name_a_step(args: argparse.Namespace, workflow: Workflow) -> str:
     if not steps:
         return (f"{command}: name the step whose lines to show ({args.workflow} does not "
                 f"load now: {workflow.problem}; and no run of it is recorded)")
-    listed = ", ".join(steps if len(steps) <= 12 else [*steps[:12], "..."])
-    newest = (f"; in its newest run, {records[-1].get('run')}, {_listed(failed)} failed"
-              if failed else "")
-    return f"{command}: name the step whose lines to show, one of {listed}{newest}"
-
-
-def _listed(names: list[str]) -> str:
-    return ", ".join(repr(name) for name in names)
+    newest = (f"; in its newest run, {records[-1].get('run')}, "
+              f"{checks.listed([repr(name) for name in failed])} failed" if failed else "")
+    return (f"{command}: name the step whose lines to show, one of {checks.listed(steps)}"
+            f"{newest}")
 
 
 def _print_killed(args: argparse.Namespace, found: StepInRun, files: list[Path],

@@ -777,8 +777,8 @@ def _cmd_config(self: DaggerMagics, rest: str) -> pd.DataFrame:
     if changes:
         configured_by("%dagger config", changes)
         values = dataclasses.asdict(settings())
-    shown = [key for key in values if not named or key in named]
-    return pd.DataFrame({"setting": shown, "value": [repr(values[key]) for key in shown]})
+    keys = [key for key in values if not named or key in named]
+    return pd.DataFrame({"setting": keys, "value": [repr(values[key]) for key in keys]})
 
 
 def _unknown_command(command: str, rest: list[str]) -> str:

@@ -21,6 +21,7 @@ import html
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from dagnb.checks import listed
 from dagnb.errors import DagnbError
 from dagnb.notebook.unready import missing_variables
 from dagnb.runtime.frames import as_text
@@ -210,9 +211,9 @@ def name_a_step(session: Session) -> str:
         return f"%dagger logs NAME: {NO_STEPS_YET}"
     failed = [name for name in names if name in session.step_runs
               and session.step_runs[name].states().get(name) == "failed"]
-    listed = ", ".join(names if len(names) <= 12 else [*names[:12], "..."])
-    said = f"; {', '.join(map(repr, failed))} failed in its latest run" if failed else ""
-    return f"%dagger logs NAME: name the step whose lines to show, one of {listed}{said}"
+    said = (f"; {listed([repr(name) for name in failed])} failed in its latest run"
+            if failed else "")
+    return f"%dagger logs NAME: name the step whose lines to show, one of {listed(names)}{said}"
 
 
 def left_aligned(frame: pd.DataFrame, empty: str = "no lines") -> pd.DataFrame:
