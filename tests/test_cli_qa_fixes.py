@@ -413,3 +413,26 @@ def test_an_unknown_option_is_not_said_to_mean_help(here, capsys) -> None:
     with pytest.raises(SystemExit):
         main(["cache", "verify", "--step", "a"])
     assert capsys.readouterr().err.endswith("error: unrecognized arguments: --step a\n")
+
+
+# -- a run named by part of its id ------------------------------------------------------
+
+
+def test_history_and_logs_take_a_unique_start_or_end_of_a_run_id(here, capsys) -> None:
+    """``--run 20261207-084037`` (its time) or ``--run 1c15c5`` (its tail), as a short
+    git hash names a commit, was "no run recorded by that id"."""
+    assert main(["run", "wf.yml", "--executor", "local", "--cache-mode", "read-write"]) == 0
+    capsys.readouterr()
+    assert main(["history", "--last", "all"]) == 0
+    ids = [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]]
+    assert len(ids) == 2 and ids[0] != ids[1]
+    last = ids[1]
+    for part in (last[-6:], last[:-3]):
+        assert main(["history", "--run", part]) == 0
+        assert capsys.readouterr().out.splitlines()[1].startswith(last)
+    assert main(["logs", "wf.yml", "b", "--run", last[-6:]]) == 0
+    assert f"in run {last}" in capsys.readouterr().err
+    common = next(ids[0][:n] for n in range(len(ids[0]), 0, -1) if ids[1].startswith(ids[0][:n]))
+    assert main(["history", "--run", common]) == 2
+    assert capsys.readouterr().err == (f"dagnb: error: --run {common!r} names 2 recorded runs "
+                                       f"({ids[0]}, {ids[1]}); give more of its id\n")

@@ -173,13 +173,29 @@ def _same_file(origin: Any, path: Path) -> bool:
 
 def _the_run(records: list[dict[str, Any]], args: argparse.Namespace,
              folder: Path) -> list[dict[str, Any]]:
-    """The record of run ``args.run`` among ``records``; refused when none has that id."""
-    found = [record for record in records if record.get("run") == args.run]
+    """The record of run ``args.run`` among ``records`` (a unique start or end of its
+    id will do); refused when none has that id."""
+    wanted = run_id_meant(args.run, [record.get("run") for record in records])
+    found = [record for record in records if record.get("run") == wanted]
     if not found:
         of = "" if args.workflow is None else f" of {args.workflow!r}"
         raise ConfigError(f"--run {args.run!r}: no run{of} recorded in {str(folder)!r} by "
                           "that id; dagnb history lists the runs' ids")
     return found[-1:]
+
+
+def run_id_meant(given: str, ids: list[Any]) -> str:
+    """The run id ``given`` names among ``ids``: itself, or the one id that starts or
+    ends with it (``--run 20261207-084037``, or its last part, ``1c15c5``, as a short
+    git hash names a commit); ``given`` when none does. Refused when several do."""
+    if given in ids:
+        return given
+    meant = sorted({i for i in ids
+                    if isinstance(i, str) and (i.startswith(given) or i.endswith(given))})
+    if len(meant) > 1:
+        raise ConfigError(f"--run {given!r} names {len(meant)} recorded runs "
+                          f"({checks.listed(meant, most=5)}); give more of its id")
+    return meant[0] if meant else given
 
 
 def _print_params_whole(record: dict[str, Any], mask: Callable[[str], str]) -> None:

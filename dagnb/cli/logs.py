@@ -281,12 +281,14 @@ def _last_log(args: argparse.Namespace, workflow: Workflow) -> tuple[StepInRun, 
     more, too), and the log files of its attempts in the run's folder."""
     from dagnb.cache import local_folder
     from dagnb.cli.cache import missing_folder
+    from dagnb.cli.history import run_id_meant
     from dagnb.runtime.history import (
         DONE_STATES,
         KILLED,
         NOT_RUN_STATES,
         UNRECORDED,
         last_run_of,
+        recorded_runs,
         run_folder_of,
         side_home,
     )
@@ -296,6 +298,9 @@ def _last_log(args: argparse.Namespace, workflow: Workflow) -> tuple[StepInRun, 
     # (a typo: not "no run yet"; a read-only run's of a folder never made is recorded)
     if named and not folder.is_dir() and not side_home(folder).is_dir():
         raise missing_folder(args.cache_dir, folder)
+    if args.run is not None:  # (a unique start or end of its id names it)
+        ids = [r.get("run") for r in recorded_runs(folder, workflow.name, workflow.source)[0]]
+        args.run = run_id_meant(args.run, ids)
     found = last_run_of(folder, workflow.name, workflow.source, args.step, run=args.run)
     if found is None:
         _refuse_unknown(args, workflow)
