@@ -411,8 +411,14 @@ def test_lock_and_alock_exclude_each_other(store):
 
 def test_backends_are_registered_by_name(tmp_path):
     assert get_backend("local") is LocalBackend
-    with pytest.raises(CacheError, match="backend 'nope' is not registered"):
+    with pytest.raises(CacheError, match=r"backend 'nope' is not registered; use one of "
+                                         r"local, remote$"):
         Store(tmp_path, backend="nope")
+    # (joblib's backends are named so; dagnb's stores by their URL, which it says)
+    with pytest.raises(CacheError, match=r"backend 's3' is not registered; use one of local, "
+                                         r"remote; a store is named by its location's URL "
+                                         r"instead, such as Memory\('s3://bucket/cache'\)$"):
+        Store(tmp_path, backend="s3")
     with pytest.raises(CacheError, match="must be a StoreBackend subclass"):
         register_backend("bad", dict)  # type: ignore[arg-type]
 

@@ -189,7 +189,15 @@ def get_backend(name: str) -> type[StoreBackend]:
         return _BACKENDS[name]
     except KeyError:
         known = ", ".join(sorted(_BACKENDS))
-        raise CacheError(f"cache backend {name!r} is not registered; use one of {known}") from None
+        where = "/path/to/folder" if name == "file" else "bucket/cache"
+        store = (f"; a store is named by its location's URL instead, such as "
+                 f"Memory('{name}://{where}')" if name in _STORE_WORDS else "")
+        raise CacheError(f"cache backend {name!r} is not registered; use one of {known}"
+                         f"{store}") from None
+
+
+# backend names a user may give meaning a store, which its location's scheme names
+_STORE_WORDS = frozenset({"s3", "gs", "gcs", "az", "abfs", "adl", "file", "ftp", "sftp"})
 
 
 # A step's or a cached function's name, or a key: what a cache folder holds, nothing a
