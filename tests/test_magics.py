@@ -445,6 +445,17 @@ def test_plan_and_cache_commands(shell):
     assert line(shell, "cache clear --all") == "removed 1 cache entry"
 
 
+def test_plan_names_the_command_that_shows_a_diff_not_the_diff_squeezed_in_a_row(shell):
+    """A changed multi-line cell's plan row read 'command changed\\n--- cached\\n+++
+    now\\n@@ -1,4 ...', every line break an escape; dagnb plan already said where to
+    read it."""
+    cell(shell, "a", "echo 1\necho 2\necho 3\necho 4\n")
+    cell(shell, "a --define-only", "echo 1\necho 2\necho 3b\necho 4\n")
+    assert line(shell, "plan")["reason"].tolist() == [
+        "command changed (%dagger cache explain a shows the diff)"]
+    assert "-echo 3\n+echo 3b" in str(line(shell, "cache explain a"))
+
+
 def test_cache_words_name_the_steps_held_and_the_magic_to_type(shell):
     """``%dagger cache entries lod`` said only "no cache entries of step 'lod'", and a
     push with no store named ``dagnb cache push``, a terminal's command."""

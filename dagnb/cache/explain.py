@@ -39,7 +39,10 @@ from dagnb.cache.keys import (
 from dagnb.cache.remote import RemoteBackend
 from dagnb.cache.store import Entry, GlancedEntry, Store
 
-__all__ = ["Change", "explain", "explain_changes", "explain_frame"]
+__all__ = ["Change", "explain", "explain_changes", "explain_frame", "without_diff"]
+
+# where a reason's code or command diff starts (see _code_sentence)
+DIFF_START = "\n--- cached\n+++ now\n"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -370,6 +373,14 @@ def _started_in_sentence(change: str, before: str, after: str) -> str:
         return (f"it ran in {before}, where that run was started; this run is started in "
                 "the step’s folder")
     return f"it ran in {before}; this run is started in {after}: the in-process step runs there"
+
+
+def without_diff(reason: str, shows: str) -> str:
+    """``reason`` with its code or command diff cut off, ``shows`` (the command that
+    prints it) named instead: a table's row holds one line, and the diff squeezed into
+    it, every line break an escape, could not be read."""
+    said, diff_start, _ = reason.partition(DIFF_START)
+    return f"{said} ({shows} shows the diff)" if diff_start else reason
 
 
 def _code_sentence(before: str, after: str, said: str = "code changed") -> str:

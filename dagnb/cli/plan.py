@@ -144,20 +144,14 @@ def plan_table(rows: list[dict[str, Any]], workflow: str | None = None) -> str:
     return text_table(shown, ("step", "cached", "key", "reason"))
 
 
-# what starts the line diff under "code changed" or "command changed" (dagnb.cache.explain)
-_DIFF_START = "\n--- cached\n+++ now\n"
-
-
 def _without_diff(row: dict[str, Any], workflow: str | None) -> str:
-    """A row's reason with a code or command diff cut off: a row holds one line, and
-    the diff squeezed into it (every line break an escape) could not be read; the
-    command that prints the diff is named instead."""
-    reason, diff_start, _ = str(row["reason"]).partition(_DIFF_START)
-    if not diff_start:
-        return reason
+    """A row's reason with a code or command diff cut off, the command that prints it
+    named instead."""
+    from dagnb.cache.explain import without_diff
+
     shows = (f"dagnb explain {shlex.quote(workflow)} {row['step']}" if workflow
              else "dagnb explain")
-    return f"{reason} ({shows} shows the diff)"
+    return without_diff(str(row["reason"]), shows)
 
 
 def explain(graph: Any, args: argparse.Namespace) -> int:

@@ -30,6 +30,7 @@ from IPython.utils.text import DollarFormatter
 from dagnb import checks
 from dagnb.cache import Store, forget_secrets, store_for, sync
 from dagnb.cache.clearing import check_clear_options, check_clear_scope, kept_in_store
+from dagnb.cache.explain import without_diff
 from dagnb.cache.location import pin_relative_folder
 from dagnb.cache.secret_scan import known_secrets
 from dagnb.checks import closest, known_keys
@@ -589,7 +590,12 @@ def _cmd_plan(self: DaggerMagics, rest: str) -> pd.DataFrame:
     if args.tags:
         targets = self.session.graph.select(targets, tags=parse_names(args.tags))
     planned = self.session.plan(targets)
-    return shown(planned, empty=NO_STEPS_YET) if planned.empty else planned
+    if planned.empty:
+        return shown(planned, empty=NO_STEPS_YET)
+    planned["reason"] = [without_diff(str(reason), f"%dagger cache explain {step}")
+                         for step, reason in zip(planned["step"], planned["reason"],
+                                                 strict=True)]
+    return planned
 
 
 def _cmd_cache(self: DaggerMagics, rest: str) -> Any:
