@@ -330,6 +330,18 @@ def test_an_unknown_option_with_no_close_one_lists_the_options(workdir: Path) ->
         diamond().run(zzz=1)
 
 
+def test_the_step_decorator_given_a_name_alone_says_how_to_name_or_read_a_step() -> None:
+    """``@graph.step("load")`` or ``graph.step("load")`` said "'load' is not a callable
+    object", from deep in Step."""
+    graph = Graph("g")
+    with pytest.raises(TypeError) as refused:
+        graph.step("load")
+    assert str(refused.value) == (
+        "graph.step('load'): step() decorates a function; name its step with "
+        "@graph.step(name='load'), and read a step as graph['load']")
+    assert graph.names == []
+
+
 def test_the_step_decorator_reads_needs_as_step_does() -> None:
     """needs="load" was made a tuple of its letters: "step 'b' needs 'l', which is not a
     step"."""

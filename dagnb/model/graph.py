@@ -172,6 +172,10 @@ class Graph:
             self.replace(Step(name or fn.__name__, func=fn, needs=step_needs, **fields))
             return fn
 
+        if isinstance(func, str):  # (@graph.step("load"), or graph.step("load") to read)
+            raise TypeError(f"graph.step({func!r}): step() decorates a function; name its "
+                            f"step with @graph.step(name={func!r}), and read a step as "
+                            f"graph[{func!r}]")
         return register(func) if func is not None else register
 
     # -- reading --------------------------------------------------------------------
