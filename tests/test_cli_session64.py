@@ -102,6 +102,11 @@ def test_logs_of_a_step_whose_entry_another_workflow_stored_again_names_that_run
                   "steps.py:fit"),
     ("pkg.steps:fit", "name its file: python: pkg/steps.py:fit"),
     ("nothere:fit", "names 'nothere', which is not a file in {d!r}; check the path"),
+    # (a misspelt file names the one beside it, in the folder the reference gave)
+    ("step.py:fit", "names 'step.py', which is not a file in {d!r}; did you mean python: "
+                    "steps.py:fit?"),
+    ("pkg/stepz.py:fit", "did you mean python: pkg/steps.py:fit?"),
+    ("nofolder/step.py:fit", "which is not a file in {d!r}; check the path"),
 ])
 def test_a_python_reference_that_names_nothing_says_what_is_wrong_and_the_fix(
         tmp_path: Path, reference: str, said: str) -> None:
