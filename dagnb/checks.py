@@ -88,8 +88,23 @@ _NONE = frozenset({"", "none", "null"})
 # fullmatch, not "^...$": "$" also matches before a trailing newline
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,99}")
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+# a duration's parts, each a number and its unit, as people write them: ``10m``,
+# ``1h30m`` (Go's, Dagger's), ``10 minutes``, ``2 hours``; a bare number alone is seconds
+_UNIT_WORDS = {
+    "ms": ("ms", "msec", "msecs", "millisecond", "milliseconds"),
+    "s": ("s", "sec", "secs", "second", "seconds"),
+    "m": ("m", "min", "mins", "minute", "minutes"),
+    "h": ("h", "hr", "hrs", "hour", "hours"),
+    "d": ("d", "day", "days"),
+}
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_UNIT_OF = {word: unit for unit, words in _UNIT_WORDS.items() for word in words}
+_NUMBER = r"\d+(?:\.\d+)?"
+_UNIT = "|".join(sorted(_UNIT_OF, key=len, reverse=True))  # (longest first: ms before m)
+_DURATION_PART = re.compile(rf"({_NUMBER})\s*({_UNIT})(?![a-z])")
+_ONE_PART = rf"{_NUMBER}\s*(?:{_UNIT})(?![a-z])"
+_DURATION = re.compile(rf"\s*{_ONE_PART}(?:\s*,?\s*(?:and\s+)?{_ONE_PART})*\s*")
+_BARE_SECONDS = re.compile(rf"\s*({_NUMBER})\s*")
 
 
 class Redacted(str):
@@ -774,13 +789,19 @@ def _seconds(value: Any) -> float | None:
         return None
     if isinstance(value, (int, float)):
         return float(value)
-    match = _DURATION.fullmatch(str(value))  # str(): numpy integers read as text
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)] if match else None
+    text = str(value)  # (str(): numpy integers read as text)
+    bare = _BARE_SECONDS.fullmatch(text)
+    if bare:
+        return float(bare.group(1))
+    if not _DURATION.fullmatch(text):
+        return None
+    return sum(float(number) * _UNIT_SECONDS[_UNIT_OF[unit]]
+               for number, unit in _DURATION_PART.findall(text))
 
 
 # what a duration may be, as the message of one that is not says (the default: a bare
 # number is seconds) ...
-DURATION_FORMS = "seconds or a number with ms, s, m, h or d such as '10m'"
+DURATION_FORMS = "seconds or a number with ms, s, m, h or d such as '10m' or '1h30m'"
 # ... and of a cache age typed by hand, which refuses a bare number (see cache.clearing)
 AGE_FORMS = ("a number with a unit such as 30d (days), 12h (hours), 10m (minutes), 30s "
              "(seconds) or 500ms")

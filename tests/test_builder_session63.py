@@ -188,9 +188,9 @@ def test_a_ttl_starting_with_a_dash_is_named_not_taken_for_an_option():
 
 def test_export_clears_a_stale_message_and_a_failed_export_clears_the_cell():
     form = Builder(Session())
-    form.name.value, form.command.value, form.ttl.value = "fetch", "echo hi", "2 days"
+    form.name.value, form.command.value, form.ttl.value = "fetch", "echo hi", "two days"
     form.save_button.click()
-    assert "ttl '2 days' is not a duration" in said(form)
+    assert "ttl 'two days' is not a duration" in said(form)
     form.ttl.value = "2d"
     form.export_button.click()
     assert form.exported.value == "%%dagger fetch --ttl 172800s\necho hi\n"

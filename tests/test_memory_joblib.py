@@ -527,18 +527,18 @@ def test_a_handle_of_a_function_cached_at_module_level_pickles_as_joblibs_does(s
 
 
 @pytest.mark.parametrize("make", [
-    lambda where: dagnb.Memory(where, ttl="1 day"),
-    lambda where: dagnb.Memory(None, ttl="1 day"),
-    lambda where: dagnb.Memory(where, ttl="1 day", cache_mode="off"),
-    lambda where: dagnb.Memory(where, ttl="1 day", cache_mode="fail-on-miss"),
-    lambda where: dagnb.Memory(None).cache(ttl="1 day")(f),
-    lambda where: dagnb.Memory(where).cache(f, ttl="1 day"),
+    lambda where: dagnb.Memory(where, ttl="a day"),
+    lambda where: dagnb.Memory(None, ttl="a day"),
+    lambda where: dagnb.Memory(where, ttl="a day", cache_mode="off"),
+    lambda where: dagnb.Memory(where, ttl="a day", cache_mode="fail-on-miss"),
+    lambda where: dagnb.Memory(None).cache(ttl="a day")(f),
+    lambda where: dagnb.Memory(where).cache(f, ttl="a day"),
 ], ids=["cached", "none", "off", "fail-on-miss", "none-cache", "cache"])
 def test_a_bad_ttl_is_refused_up_front_whatever_the_cache(tmp_path, make):
     with pytest.raises(dagnb.ConfigError) as refused:
         make(tmp_path / "cache")
-    assert str(refused.value) == ("ttl '1 day' is not a duration; use seconds or a number "
-                                  "with ms, s, m, h or d such as '10m', or 'never'")
+    assert str(refused.value) == ("ttl 'a day' is not a duration; use seconds or a number "
+                                  "with ms, s, m, h or d such as '10m' or '1h30m', or 'never'")
 
 
 def _lock(x):
