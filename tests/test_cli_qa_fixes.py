@@ -436,3 +436,21 @@ def test_history_and_logs_take_a_unique_start_or_end_of_a_run_id(here, capsys) -
     assert main(["history", "--run", common]) == 2
     assert capsys.readouterr().err == (f"dagnb: error: --run {common!r} names 2 recorded runs "
                                        f"({ids[0]}, {ids[1]}); give more of its id\n")
+
+
+@pytest.mark.parametrize("argv, meant", [
+    (["histroy"], "history"), (["runn", "wf.yml"], "run"), (["cache", "ls"], "list"),
+    (["cache", "rm"], "clear"), (["cache", "delete"], "clear"), (["templates", "lst"], "list"),
+])
+def test_a_misspelt_or_other_tools_command_names_the_one_meant(argv, meant, capsys) -> None:
+    # (argparse listed the choices, not which one: `cache ls` is `cache list`)
+    with pytest.raises(SystemExit) as refused:
+        main(argv)
+    assert refused.value.code == 2
+    assert capsys.readouterr().err.rstrip().endswith(f"; did you mean {meant!r}?")
+
+
+def test_a_command_like_none_names_none(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["cache", "xyz"])
+    assert "did you mean" not in capsys.readouterr().err

@@ -158,7 +158,21 @@ class _Parser(argparse.ArgumentParser):
         if message.endswith(_NO_ACTION):
             self.print_help(sys.stderr)
             self.exit(2, f"{self.prog}: error: {message}\n")
-        super().error(message)
+        super().error(message + self._command_meant(message))
+
+    def _command_meant(self, message: str) -> str:
+        """``; did you mean 'history'?`` for a command or action misspelt (``histroy``)
+        or named as other tools name it (``cache ls``, ``cache rm``)."""
+        given = _INVALID_CHOICE.search(message)
+        choices = [name for action in self._actions
+                   if isinstance(action, argparse._SubParsersAction)  # (argparse's own)
+                   for name in action.choices]
+        if given is None or not choices:
+            return ""
+        word = given.group(1)
+        close = _OTHER_NAMES.get(word) if _OTHER_NAMES.get(word) in choices else None
+        close = close or checks.closest(word, choices)
+        return f"; did you mean {close!r}?" if close else ""
 
     @staticmethod
     def _steps_as_targets(parsed: argparse.Namespace, args: Any,
@@ -209,6 +223,13 @@ class _Parser(argparse.ArgumentParser):
 STEP_WORDS = "step_words"
 # how argparse ends its error for a command or group given no action: its metavars
 _NO_ACTION = ("required: COMMAND", "required: ACTION")
+# argparse's refusal of a command or action it does not know, the word given (a repr)
+_INVALID_CHOICE = re.compile(r"invalid choice: '([^']*)'")
+# what other tools call a command or action dagnb names otherwise
+_OTHER_NAMES = {"ls": "list", "rm": "clear", "delete": "clear", "remove": "clear",
+                "purge": "clear", "check": "validate", "log": "logs", "show": "list",
+                "info": "stats", "du": "stats", "upload": "push", "download": "pull",
+                "evict": "prune", "status": "history", "runs": "history", "execute": "run"}
 # run's options that plan and explain spell otherwise
 _SPELLED_OTHERWISE = {"--no-cache": "--cache-mode off"}
 
