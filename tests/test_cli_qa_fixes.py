@@ -454,3 +454,11 @@ def test_a_command_like_none_names_none(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["cache", "xyz"])
     assert "did you mean" not in capsys.readouterr().err
+
+
+def test_explain_without_a_step_names_the_files_steps(here, capsys) -> None:
+    # (argparse's "the following arguments are required: step" named none of them)
+    assert main(["explain", "wf.yml"]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "dagnb explain wf.yml STEP: name the step to explain, one of a, b; "
+        "dagnb plan wf.yml says which would run")

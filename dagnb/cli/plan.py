@@ -26,6 +26,8 @@ import shlex
 from collections import Counter
 from typing import Any
 
+from dagnb import checks
+from dagnb.errors import ConfigError
 from dagnb.views.progress import terminal_safe, text_table
 
 __all__ = ["add_parsers", "explain", "plan", "plan_table"]
@@ -48,7 +50,8 @@ def add_parsers(sub: Any, workflow_help: str) -> None:
     explain_parser = sub.add_parser("explain", help="why a step would run (what changed since "
                                                     "its cache entry), or that it is cached")
     explain_parser.add_argument("workflow", help=workflow_help)
-    explain_parser.add_argument("step", help="the step to explain")
+    explain_parser.add_argument("step", nargs="?", default=None,
+                                help="the step to explain (none: the file's steps listed)")
     for parser in (plan_parser, explain_parser):
         parser.add_argument("--param", "-p", action="append", default=[],
                             metavar="NAME=VALUE", help="as dagnb run --param sets it")
@@ -158,9 +161,18 @@ def explain(graph: Any, args: argparse.Namespace) -> int:
     """Print why ``args.step`` would run, a sentence a line."""
     from dagnb.runtime.plan import explain as explained
 
+    if args.step is None:
+        raise ConfigError(_name_a_step(graph, args.workflow))
     print("\n".join(explained(graph, args.step, cache_directory=args.cache_dir,
                               executor=args.executor, cache_mode=_cache_mode(args))))
     return 0
+
+
+def _name_a_step(graph: Any, workflow: str) -> str:
+    """The line asking for the step to explain, naming the file's steps."""
+    file = shlex.quote(workflow)
+    return (f"dagnb explain {file} STEP: name the step to explain, one of "
+            f"{checks.listed(list(graph.names))}; dagnb plan {file} says which would run")
 
 
 def _cache_mode(args: argparse.Namespace) -> str | None:
