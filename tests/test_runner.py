@@ -1049,3 +1049,10 @@ def test_a_runs_html_escapes_the_graph_name_a_workflow_file_gave() -> None:
     graph = Graph("<img src=x onerror=alert(1)>", [Step("s", run="echo s")])
     shown = graph.run(cache=False, executor="local")._repr_html_()
     assert "<img" not in shown and "&lt;img src=x onerror=alert(1)&gt;" in shown
+
+
+def test_a_runs_repr_says_its_id_name_and_counts_once() -> None:
+    # (it said them twice: <Run ID 'g': run ID (g): 1 succeeded, 1 failed>)
+    done = run(Graph("g", [Step("a", run="true"), Step("b", run="false")]))
+    assert repr(done) == f"<Run {done.id} 'g': 1 succeeded, 1 failed>"
+    assert done.summary() == f"run {done.id} (g): 1 succeeded, 1 failed"

@@ -486,15 +486,20 @@ class Run:
     # -- display --------------------------------------------------------------------
     def summary(self) -> str:
         """One line: how many steps ended in each state."""
+        return f"run {self.id} ({self.graph_name}): {self._counts()}"
+
+    def _counts(self) -> str:
+        """``2 succeeded, 1 failed`` (`` ...`` after it while steps have not ended)."""
         counts: dict[str, int] = {}
         for state in self.states().values():
             counts[state] = counts.get(state, 0) + 1
         parts = ", ".join(f"{n} {state}" for state, n in counts.items()) or "no steps"
         finished = all(s in TERMINAL_STATES for s in self.states().values())
-        return f"run {self.id} ({self.graph_name}): {parts}" + ("" if finished else " ...")
+        return parts + ("" if finished else " ...")
 
     def __repr__(self) -> str:
-        return f"<Run {self.id} {self.graph_name!r}: {self.summary()}>"
+        # (the counts alone after the id and name: the summary's said them again)
+        return f"<Run {self.id} {self.graph_name!r}: {self._counts()}>"
 
     def _repr_html_(self) -> str:
         table = self.status()[
