@@ -523,7 +523,8 @@ def test_cli_new_with_unparsable_list_prints_one_line(capsys):
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("id: x\nname: X\nworkflow: {steps: {a: }}", "step 'a' must be a mapping of fields"),
+    ("id: x\nname: X\nworkflow: {steps: {a: }}",
+     "step 'a' has no fields; give it a command or a function"),
     ("id: x\nname: X\nworkflow: {steps: {a: {for_each: [1, 2], run: echo}, a_0: {run: echo}}}",
      "step 'a' has for_each copy 'a_0', which is also a step; rename one of them"),
 ])

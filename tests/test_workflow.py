@@ -95,6 +95,26 @@ def test_unknown_workflow_key() -> None:
         loads("stpes: {}\n")
 
 
+@pytest.mark.parametrize("text, said", [
+    ("", "<string>: the file is empty; write its steps in it, like "
+         "steps: {hello: {run: echo hello}}"),
+    ("steps:\n", "<string>: no steps; list them under 'steps', like "
+                 "steps: {hello: {run: echo hello}}"),
+    ("name: x\n", "<string>: no steps; list them under 'steps'"),
+    ("- a\n- b\n", "<string>: a workflow is a mapping with a 'steps' key, got ['a', 'b']; "
+                   "write it like steps: {hello: {run: echo hello}}"),
+    ("steps: echo hi\n", "got 'echo hi'; write it like steps: {hello: {run: echo hello}}"),
+    ("steps:\n  clean-data:\n", "<string>: step 'clean-data' has no fields; give it a "
+                                 "command or a function, like clean-data: {run: echo hello} "
+                                 "or clean-data: {python: steps.py:clean_data}"),
+])
+def test_a_file_with_no_steps_says_so_and_shows_the_least_workflow(text: str, said: str) -> None:
+    # (an empty file, or a steps key with nothing under it: "got None", no fix named)
+    with pytest.raises(WorkflowError) as refused:
+        loads(text)
+    assert said in str(refused.value), str(refused.value)
+
+
 def test_missing_file_is_one_line() -> None:
     with pytest.raises(WorkflowError, match=r"workflow file 'nope\.yml' does not exist"):
         dagnb.load("nope.yml")

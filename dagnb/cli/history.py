@@ -92,11 +92,11 @@ def notebook_of(path: str) -> Workflow:
 
 def _yaml_of(path: str) -> Mapping[str, Any]:
     """The workflow file's YAML data, refused when it is no mapping (as loading it is)."""
-    from dagnb.workflows.loader import parse_yaml, read_text
+    from dagnb.workflows.loader import not_a_workflow, parse_yaml, read_text
 
     data = parse_yaml(read_text(Path(path), "workflow file"), path)
     if not isinstance(data, Mapping):
-        raise WorkflowError(f"{path}: a workflow is a mapping with a 'steps' key, got {data!r}")
+        raise WorkflowError(not_a_workflow(path, data))
     return data
 
 

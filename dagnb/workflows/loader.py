@@ -188,8 +188,7 @@ def loads(text: str, *, source: str = "<string>", base_dir: Path | None = None) 
     with collections_paused():
         data = parse_yaml(text, source)
         if not isinstance(data, Mapping):
-            raise WorkflowError(f"{source}: a workflow is a mapping with a 'steps' key, "
-                                f"got {data!r}")
+            raise WorkflowError(not_a_workflow(source, data))
         _check_as_written(data, _as_written(text, source), source)
         return graph_from_dict(data, source=source, base_dir=base_dir, file=True)
 
@@ -968,7 +967,28 @@ def _workflow_name(name: Any, source: Any) -> str:
     return text
 
 
+# the least workflow, as a fix names it
+_EXAMPLE = "steps: {hello: {run: echo hello}}"
+
+
+def _function_like(name: Any) -> str:
+    """A step's name as a Python function's (``clean-data``: ``clean_data``)."""
+    text = str(name).replace("-", "_")
+    return text if text.isidentifier() else "main"
+
+
+def not_a_workflow(source: str, data: Any) -> str:
+    """Why YAML ``data`` that is no mapping is no workflow (an empty file: None), with the
+    least one as the fix."""
+    if data is None:
+        return f"{source}: the file is empty; write its steps in it, like {_EXAMPLE}"
+    return (f"{source}: a workflow is a mapping with a 'steps' key, got "
+            f"{checks.short_repr(data, 60, one_line=True)}; write it like {_EXAMPLE}")
+
+
 def _step_items(steps: Any, source: str) -> list[tuple[str, Mapping[str, Any]]]:
+    if steps is None:  # (no steps key, or one with nothing under it)
+        raise WorkflowError(f"{source}: no steps; list them under 'steps', like {_EXAMPLE}")
     if isinstance(steps, Mapping):
         items = list(steps.items())
     elif isinstance(steps, list):
@@ -978,9 +998,13 @@ def _step_items(steps: Any, source: str) -> list[tuple[str, Mapping[str, Any]]]:
         _refuse_listed_twice([name for name, _ in items], source)
     else:
         raise WorkflowError(
-            f"{source}: 'steps' must be a mapping of step name -> fields, got {steps!r}"
-        )
+            f"{source}: 'steps' must be a mapping of step name -> fields, got "
+            f"{checks.short_repr(steps, 60, one_line=True)}; write it like {_EXAMPLE}")
     for name, fields in items:
+        if fields is None:  # (a name with nothing under it)
+            raise WorkflowError(f"{source}: step {name!r} has no fields; give it a command or "
+                                f"a function, like {name}: {{run: echo hello}} or "
+                                f"{name}: {{python: steps.py:{_function_like(name)}}}")
         if not isinstance(fields, Mapping):
             raise WorkflowError(
                 f"{source}: step {name!r} must be a mapping of fields, got {fields!r}"
