@@ -462,3 +462,22 @@ def test_explain_without_a_step_names_the_files_steps(here, capsys) -> None:
     assert capsys.readouterr().err.strip().endswith(
         "dagnb explain wf.yml STEP: name the step to explain, one of a, b; "
         "dagnb plan wf.yml says which would run")
+
+
+def test_config_show_takes_setting_names(tmp_path, monkeypatch, capsys) -> None:
+    # (as %dagger config KEY does; it refused them as unrecognized arguments)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DAGNB_CONFIG", "none")
+    monkeypatch.setenv("DAGNB_CACHE_MODE", "read-only")
+    assert main(["config", "show", "cache_mode"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and lines[1].split() == ["cache_mode", "'read-only'", "DAGNB_CACHE_MODE"]
+    assert main(["config", "show", "cache_mod"]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "dagnb config show: unknown setting 'cache_mod'; did you mean 'cache_mode'?")
+
+
+def test_config_set_says_where_settings_are_written(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["config", "set", "cache_mode", "off"])
+    assert "; write a setting as a KEY: VALUE line of dagnb.yaml" in capsys.readouterr().err

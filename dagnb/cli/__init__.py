@@ -170,6 +170,10 @@ class _Parser(argparse.ArgumentParser):
         if given is None or not choices:
             return ""
         word = given.group(1)
+        if word in _SETTING_WRITES and "path" in choices:  # (dagnb config set KEY VALUE)
+            return ("; write a setting as a KEY: VALUE line of dagnb.yaml in the project's "
+                    "folder (dagnb config path names the file in force), or set DAGNB_<KEY>; "
+                    "dagnb config show KEY shows it")
         close = _OTHER_NAMES.get(word) if _OTHER_NAMES.get(word) in choices else None
         close = close or checks.closest(word, choices)
         return f"; did you mean {close!r}?" if close else ""
@@ -229,7 +233,10 @@ _INVALID_CHOICE = re.compile(r"invalid choice: '([^']*)'")
 _OTHER_NAMES = {"ls": "list", "rm": "clear", "delete": "clear", "remove": "clear",
                 "purge": "clear", "check": "validate", "log": "logs", "show": "list",
                 "info": "stats", "du": "stats", "upload": "push", "download": "pull",
-                "evict": "prune", "status": "history", "runs": "history", "execute": "run"}
+                "evict": "prune", "status": "history", "runs": "history", "execute": "run",
+                "get": "show", "view": "show"}
+# what config is asked to write, which a file or a variable does
+_SETTING_WRITES = frozenset({"set", "unset", "edit", "write", "add"})
 # run's options that plan and explain spell otherwise
 _SPELLED_OTHERWISE = {"--no-cache": "--cache-mode off"}
 
@@ -720,7 +727,10 @@ def add_subcommands(sub: Any) -> None:
     new.add_argument("--force", action="store_true", help="overwrite an existing file")
     cfg = sub.add_parser("config", help="show the effective settings and their sources")
     cfg_actions = cfg.add_subparsers(dest="action", required=True, metavar="ACTION")
-    cfg_actions.add_parser("show", help="every setting with its value and source")
+    show = cfg_actions.add_parser("show", help="every setting (or those named) with its "
+                                               "value and source")
+    show.add_argument("keys", nargs="*", metavar="KEY",
+                      help="only these settings (dagnb config show cache_mode)")
     cfg_actions.add_parser("path", help="the config file in force")
     cache_commands.add_parser(sub)
     logs_command.add_parser(sub)
@@ -891,6 +901,10 @@ def _config(args: argparse.Namespace) -> int:
         return 0
     config.reload()  # what a fresh process sees: the file and the environment as they are now
     rows = config.show_rows(short_paths=False)  # a terminal shows them whole
+    if args.keys:
+        checks.known_keys(args.keys, [row["key"] for row in rows], "dagnb config show",
+                          ConfigError, noun="setting")
+        rows = [row for row in rows if row["key"] in args.keys]
     print(cache_commands.text_table({"key": [row["key"] for row in rows],
                                      "value": [repr(row["value"]) for row in rows],
                                      "source": [row["source"] for row in rows]}))
