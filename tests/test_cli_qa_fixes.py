@@ -481,3 +481,21 @@ def test_config_set_says_where_settings_are_written(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["config", "set", "cache_mode", "off"])
     assert "; write a setting as a KEY: VALUE line of dagnb.yaml" in capsys.readouterr().err
+
+
+def test_a_command_given_no_file_names_the_ones_there(tmp_path, monkeypatch, capsys) -> None:
+    # (it said "required: workflow, STEP", STEP being optional, and named no file)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DAGNB_CONFIG", "none")
+    with pytest.raises(SystemExit):
+        main(["run"])
+    assert capsys.readouterr().err.rstrip().endswith(
+        "required: workflow; name a workflow file (none here: dagnb templates new ID FILE "
+        "writes one from a template)")
+    (tmp_path / "workflows").mkdir()
+    for name in ("workflows/etl.yml", "report.ipynb", "dagnb.yaml", "notes.txt"):
+        (tmp_path / name).write_text("")
+    with pytest.raises(SystemExit):
+        main(["logs"])
+    assert capsys.readouterr().err.rstrip().endswith(
+        "required: workflow; name one: report.ipynb, workflows/etl.yml")

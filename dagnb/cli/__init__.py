@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="run a workflow and print its status table")
     run.add_argument("workflow", help=_WORKFLOW_HELP)
-    run.add_argument(STEP_WORDS, nargs="*", metavar="STEP",
+    run.add_argument(STEP_WORDS, nargs="*", default=[], metavar="STEP",  # (a default:
+                     # argparse then does not call it required with the file)
                      help="run these steps and their upstream (as --target STEP)")
     run.add_argument(
         "--target",
@@ -158,6 +159,8 @@ class _Parser(argparse.ArgumentParser):
         if message.endswith(_NO_ACTION):
             self.print_help(sys.stderr)
             self.exit(2, f"{self.prog}: error: {message}\n")
+        if message.startswith(_NO_WORKFLOW):
+            message += _workflows_here()
         super().error(message + self._command_meant(message))
 
     def _command_meant(self, message: str) -> str:
@@ -227,6 +230,25 @@ class _Parser(argparse.ArgumentParser):
 STEP_WORDS = "step_words"
 # how argparse ends its error for a command or group given no action: its metavars
 _NO_ACTION = ("required: COMMAND", "required: ACTION")
+# how argparse refuses a command given no workflow file
+_NO_WORKFLOW = "the following arguments are required: workflow"
+_MOST_LISTED = 6  # workflow files a refusal names
+
+
+def _workflows_here() -> str:
+    """``; name one, such as workflows/etl.yml (found: ...)``: the workflow files and
+    notebooks in the working folder and the ``workflow_directory``, for a command given
+    none."""
+    folders = dict.fromkeys([Path("."), Path(config.settings().workflow_directory)])
+    found = [str(path) for folder in folders if folder.is_dir()
+             for path in sorted(folder.iterdir())
+             if path.suffix in (".yml", ".yaml", ".ipynb") and path.name != "dagnb.yaml"]
+    if not found:
+        return ("; name a workflow file (none here: dagnb templates new ID FILE writes one "
+                "from a template)")
+    return f"; name one: {checks.listed(found, most=_MOST_LISTED)}"
+
+
 # argparse's refusal of a command or action it does not know, the word given (a repr)
 _INVALID_CHOICE = re.compile(r"invalid choice: '([^']*)'")
 # what other tools call a command or action dagnb names otherwise

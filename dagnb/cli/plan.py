@@ -41,7 +41,7 @@ def add_parsers(sub: Any, workflow_help: str) -> None:
     plan_parser = sub.add_parser(
         "plan", help="which steps a run would take from the cache and why the others would run")
     plan_parser.add_argument("workflow", help=workflow_help)
-    plan_parser.add_argument("step_words", nargs="*", metavar="STEP",
+    plan_parser.add_argument("step_words", nargs="*", default=[], metavar="STEP",
                              help="plan these steps and their upstream (as --target STEP)")
     plan_parser.add_argument("--target", action="append", default=None, metavar="NAME",
                              help="plan this step and its upstream (repeatable)")
