@@ -239,3 +239,14 @@ def test_a_python_step_failing_on_a_relative_path_says_the_folder_dagnb_started_
 def test_another_failure_says_no_folder(my):
     run = _workflow(my, "  sh:\n    run: echo broken >&2; exit 3\n").run(executor="local")
     assert run.status_rows()["sh"]["error"] == "exit code 3: broken"
+
+
+@pytest.mark.parametrize("command, said", [
+    ("ls /nonexistent/file", "ls: cannot access '/nonexistent/file': No such file or directory"),
+    ("cat /no/such.csv", "cat: /no/such.csv: No such file or directory"),
+])
+def test_a_step_failing_on_an_absolute_path_says_no_folder(my, command, said):
+    # (where it ran has nothing to do with it: the hint sent the reader to the wrong cause)
+    run = _workflow(my, f"  sh:\n    run: {command}\n").run(executor="local")
+    error = run.status_rows()["sh"]["error"]
+    assert error.endswith(said), error

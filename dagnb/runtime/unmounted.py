@@ -87,6 +87,9 @@ def ran_in_hint(step: Step, error: BaseException, base_dir: Path, executor: str,
     if unneeded is not None:
         return (f"; $DAGNB_IN holds only the outputs of the steps it needs, and it does "
                 f"not need {unneeded!r}: add needs: [{unneeded}]")
+    missing = _missing_paths(text)
+    if missing and all(posixpath.isabs(path) for path in missing):
+        return ""  # (an absolute path missing: where the step ran has nothing to do with it)
     folder = str(Path(start_folder(step, base_dir, in_process)).absolute())
     paths = "paths in its command are" if step.func is None else "paths in its code are"
     if in_process:
@@ -95,6 +98,20 @@ def ran_in_hint(step: Step, error: BaseException, base_dir: Path, executor: str,
                 "to it" + ("" if workflow == folder else
                            f", not to the workflow's folder {workflow}"))
     return f"; it ran in {folder}: {paths} relative to {_own_folder(step)}"
+
+
+# The path a "not found" message names: ``cannot access 'x': No such ...`` (ls, cp),
+# ``x: No such ...`` (cat, bash), ``No such ...: 'x'`` (Python's FileNotFoundError).
+_MISSING_PATH = re.compile(
+    r"'([^'\n]+)': No such file or directory"
+    r"|(?:^|\s)([^\s:'\"]+): No such file or directory"
+    r"|No such file or directory: '([^'\n]+)'", re.MULTILINE)
+
+
+def _missing_paths(text: str) -> list[str]:
+    """The paths ``text`` says were not found, as it names them."""
+    return [next(group for group in match.groups() if group)
+            for match in _MISSING_PATH.finditer(text)]
 
 
 def _unneeded_input(step: Step, text: str) -> str | None:
