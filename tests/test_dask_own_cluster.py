@@ -149,3 +149,56 @@ def test_workers_dropped_while_a_step_waits_for_one_are_started_again_for_it(
     assert workers >= 1, said
     # (said once, by the step that saw it first)
     assert len([line for line in said if line.startswith(RESTARTED)]) == 1, said
+
+
+# One worker dropped and started again, then the other one dropped: the next step sent
+# starts it again at once (it waited for a minute after the first restart, the cluster
+# at one worker meanwhile).
+ONE_THEN_THE_OTHER = """
+import os, signal, sys, time
+import dask
+import dagnb
+from dagnb import Graph, Step
+from dagnb.executors import dask as dask_executor
+
+def pid():
+    return os.getpid()
+
+def drop(cluster, pid):
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while len(cluster.local.workers) > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+def back(cluster):
+    deadline = time.monotonic() + 30
+    while len(cluster.local.workers) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return len(cluster.local.workers)
+
+if __name__ == "__main__":
+    dagnb.configure(cache_directory=sys.argv[1])
+    step = lambda name: Graph(name, [Step(name, func=pid, executor="dask", timeout=60)])
+    step("a").run(cache=False).raise_for_status()
+    cluster = dask_executor._cluster()
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": "0s"}):
+        first, other = cluster.client.run(os.getpid).values()
+        drop(cluster, first)
+        print("b", step("b").run(cache=False).states()["b"], flush=True)
+        print("back", back(cluster), flush=True)
+        drop(cluster, other)
+        print("left", len(cluster.local.workers), flush=True)
+        begun = time.monotonic()
+        print("c", step("c").run(cache=False).states()["c"], flush=True)
+        print("back", back(cluster), "in", round(time.monotonic() - begun), "s", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_second_worker_dropped_soon_after_a_first_is_started_again_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    said = said_by(ONE_THEN_THE_OTHER, tmp_path, monkeypatch)
+    assert said[:4] == ["b succeeded", "back 2", "left 1", "c succeeded"], said
+    back, seconds = said[4].split()[1], int(said[4].split()[3])
+    assert back == "2" and seconds < 20, said  # (not the minute after b's restart)

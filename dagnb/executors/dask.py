@@ -608,6 +608,7 @@ class _Cluster:
         self.where = address or _scheduler_address(client)  # (said when it is lost)
         self._subscribed: Any = None  # the connection to the scheduler it subscribed on
         self._restoring_at: float | None = None  # when dropped workers were started again
+        self._restoring: frozenset[Any] = frozenset()  # the names of those workers
         # values go straight to and from the workers of a LocalCluster (dask's default
         # is through the scheduler, which is in this process: one more copy here)
         self.direct = True if local is not None else None
@@ -636,19 +637,26 @@ class _Cluster:
         if local is None:
             return 0
         try:
-            dropped = len(local.worker_spec) - len(local.workers)
-            if dropped <= 0:
-                self._restoring_at = None
+            missing = frozenset(local.worker_spec) - frozenset(local.workers)
+            if not missing:
+                self._restoring, self._restoring_at = frozenset(), None
                 return 0
             now = time.monotonic()
-            if (local.status.name != "running" or (self._restoring_at is not None
-                    and now - self._restoring_at < _RESTART_WAIT)):  # (started: not again)
+            if local.status.name != "running" or self._started_lately(missing, now):
                 return 0
             local.scale(len(local.worker_spec))
         except Exception:  # (a cluster closing meanwhile: the submit says what is wrong)
             return 0
-        self._restoring_at = now
-        return dropped
+        self._restoring, self._restoring_at = missing, now
+        return len(missing)
+
+    def _started_lately(self, missing: frozenset[Any], now: float) -> bool:
+        """Whether the workers ``missing`` were all started again less than
+        ``_RESTART_WAIT`` ago: they may still be starting, or die as they start (not
+        started again and again). Another worker dropped since is started at once (the
+        cluster sat at one worker for up to a minute after a second one was lost)."""
+        return (missing <= self._restoring and self._restoring_at is not None
+                and now - self._restoring_at < _RESTART_WAIT)
 
     def _has_workers(self) -> bool:
         """Whether the cluster has a worker now: scattering waits for one only until a
