@@ -1412,7 +1412,9 @@ def test_images_list_of_a_missing_folder_says_so_and_makes_none(tmp_path):
     assert done.stderr.count("\n") == 1 and not (tmp_path / "typo_dir").exists()
     (tmp_path / "cache").mkdir()
     listed = dagnb("images", "list", "--cache-dir", "cache", cwd=tmp_path)
-    assert listed.returncode == 0 and listed.stdout == "no pinned images\n"
+    assert listed.returncode == 0 and listed.stdout.startswith(
+        f"no pinned images in {str(tmp_path / 'cache' / 'images.json')!r}; with pin_images: "
+        "true (dagnb.yaml's workflow_defaults, or DAGNB_PIN_IMAGES=true) a run pins")
 
 
 def test_a_folder_with_one_entry_like_child_among_a_users_files_is_no_cache(tmp_path):

@@ -26,7 +26,7 @@ from typing import Any
 
 from dagnb.model.step import Step
 
-__all__ = ["PINS_FILE", "ImagePins", "digest_of", "image_label", "moved"]
+__all__ = ["PINS_FILE", "ImagePins", "digest_of", "image_label", "moved", "no_pins"]
 
 PINS_FILE = "images.json"
 _SHORT = 12  # hex digits of a digest shown in tables and sentences
@@ -68,6 +68,14 @@ def moved(before: str, after: str) -> str | None:
     return f"image {name} moved: {_short(digest_of(before))} → {_short(new)}"
 
 
+def no_pins(path: str | os.PathLike[str]) -> str:
+    """What listing or refreshing the pins of ``path`` (an ``images.json``) says when
+    there are none: how runs pin them."""
+    return (f"no pinned images in {str(path)!r}; with pin_images: true (dagnb.yaml's "
+            "workflow_defaults, or DAGNB_PIN_IMAGES=true) a run pins each image's tag to its "
+            "digest")
+
+
 class ImagePins:
     """The tag -> digest table of one cache folder (``images.json``), read once."""
 
@@ -88,6 +96,11 @@ class ImagePins:
         if self._table is None:
             self._table = _read(self.path)
         return self._table
+
+    def listing(self) -> str:
+        """A line a pin (its tag, digest and when it was resolved), or :func:`no_pins`."""
+        return "\n".join(f"{label}  {pin['digest']}  ({pin['resolved']})"
+                         for label, pin in self.table().items()) or no_pins(self.path)
 
     def wants(self, step: Step) -> bool:
         """Whether ``step`` names an image by tag (a digest is pinned already)."""

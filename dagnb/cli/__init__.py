@@ -909,9 +909,7 @@ def _images(args: argparse.Namespace) -> int:
     folder = local_folder(args.cache_dir)  # (listing reads it: nothing is made there)
     if args.cache_dir and not checks.is_url(args.cache_dir) and not folder.is_dir():
         raise cache_commands.missing_folder(args.cache_dir, folder)
-    table = ImagePins(folder).table()
-    print("\n".join(f"{label}  {pin['digest']}  ({pin['resolved']})"
-                    for label, pin in table.items()) or "no pinned images")
+    print(ImagePins(folder).listing())
     return 0
 
 

@@ -684,13 +684,11 @@ def _cmd_images(self: DaggerMagics, rest: str) -> Text:
         from dagnb.executors.dagger.images import refresh
         from dagnb.executors.loop import run_sync
 
-        return Text("\n".join(run_sync(refresh(images=names))) or "no pinned images")
+        return Text("\n".join(run_sync(refresh(images=names))))  # (none: it says so)
     if action == "list" and not names:
         from dagnb.cache.images import ImagePins
 
-        table = ImagePins(store_for().location).table()
-        return Text("\n".join(f"{label}  {pin['digest']}  ({pin['resolved']})"
-                               for label, pin in table.items()) or "no pinned images")
+        return Text(ImagePins(store_for().location).listing())
     raise UsageError(f"%dagger images {rest!r} is not an images command; use list or "
                      "refresh [IMAGE ...]")
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from dagnb.cache.images import ImagePins, digest_of, moved
+from dagnb.cache.images import ImagePins, digest_of, moved, no_pins
 from dagnb.errors import ConfigError
 from dagnb.executors.dagger import connection
 from dagnb.executors.dagger.translate import image_from, parse_registry_auth
@@ -37,7 +37,7 @@ async def refresh(cache_directory: str | os.PathLike[str] | None = None,
     pins = ImagePins(store_for(cache_directory).location)
     labels = list(images) or list(pins.table())
     if not labels:
-        return [f"no pinned images in {str(pins.path)!r}; runs with pin_images pin them"]
+        return [no_pins(pins.path)]
     auth = parse_registry_auth(settings().registry_auth())
     sentences = []
     async with connection.fresh_session() as dag:
