@@ -499,3 +499,17 @@ def test_a_command_given_no_file_names_the_ones_there(tmp_path, monkeypatch, cap
         main(["logs"])
     assert capsys.readouterr().err.rstrip().endswith(
         "required: workflow; name one: report.ipynb, workflows/etl.yml")
+
+
+def test_a_folder_given_as_the_workflow_names_its_files(tmp_path, monkeypatch, capsys) -> None:
+    # (it said "is a folder; name a .yml file", naming none of those in it)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "workflows").mkdir()
+    (tmp_path / "workflows" / "etl.yml").write_text(TWO_STEPS)
+    (tmp_path / "empty").mkdir()
+    assert main(["run", "workflows"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "dagnb: error: workflow file 'workflows' is a folder; name a .yml file in it: "
+        "workflows/etl.yml")
+    assert main(["validate", "empty"]) == 2
+    assert capsys.readouterr().err.strip().endswith("is a folder; name a .yml file (it holds none)")

@@ -232,21 +232,18 @@ STEP_WORDS = "step_words"
 _NO_ACTION = ("required: COMMAND", "required: ACTION")
 # how argparse refuses a command given no workflow file
 _NO_WORKFLOW = "the following arguments are required: workflow"
-_MOST_LISTED = 6  # workflow files a refusal names
 
 
 def _workflows_here() -> str:
-    """``; name one, such as workflows/etl.yml (found: ...)``: the workflow files and
-    notebooks in the working folder and the ``workflow_directory``, for a command given
-    none."""
-    folders = dict.fromkeys([Path("."), Path(config.settings().workflow_directory)])
-    found = [str(path) for folder in folders if folder.is_dir()
-             for path in sorted(folder.iterdir())
-             if path.suffix in (".yml", ".yaml", ".ipynb") and path.name != "dagnb.yaml"]
+    """``; name one: workflows/etl.yml, ...``: the workflow files and notebooks in the
+    working folder and the ``workflow_directory``, for a command given none."""
+    from dagnb.workflows.loader import workflow_files
+
+    found = workflow_files([Path("."), Path(config.settings().workflow_directory)])
     if not found:
         return ("; name a workflow file (none here: dagnb templates new ID FILE writes one "
                 "from a template)")
-    return f"; name one: {checks.listed(found, most=_MOST_LISTED)}"
+    return f"; name one: {checks.listed(found, most=6)}"
 
 
 # argparse's refusal of a command or action it does not know, the word given (a repr)

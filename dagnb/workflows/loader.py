@@ -57,7 +57,7 @@ import json
 import os
 import re
 import stat
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from types import CodeType
 from typing import Any
@@ -158,6 +158,21 @@ def _runs_here_surely(step: Step) -> bool:
     return not detect().available
 
 
+def workflow_files(folders: Iterable[Path]) -> list[str]:
+    """The workflow files and notebooks in ``folders`` (each once; not ``dagnb.yaml``),
+    as paths from the working folder, for a refusal that names them."""
+    found: list[str] = []
+    for folder in dict.fromkeys(folders):
+        with contextlib.suppress(OSError):  # (a folder not there: none)
+            found += [str(path) for path in sorted(folder.iterdir())
+                      if path.suffix in _WORKFLOW_SUFFIXES and path.name != "dagnb.yaml"
+                      and path.is_file()]
+    return found
+
+
+_WORKFLOW_SUFFIXES = (".yml", ".yaml", ".ipynb")
+
+
 def read_text(path: Path, what: str) -> str:
     """The UTF-8 text of a regular file of sensible size; one-line errors otherwise."""
     try:
@@ -167,7 +182,9 @@ def read_text(path: Path, what: str) -> str:
     except OSError as exc:
         raise WorkflowError(f"{what} {str(path)!r} cannot be read: {exc.strerror}") from None
     if stat.S_ISDIR(info.st_mode):
-        raise WorkflowError(f"{what} {str(path)!r} is a folder; name a .yml file")
+        inside = workflow_files([path])
+        raise WorkflowError(f"{what} {str(path)!r} is a folder; name a .yml file" + (
+            f" in it: {checks.listed(inside, most=6)}" if inside else " (it holds none)"))
     if not stat.S_ISREG(info.st_mode):
         raise WorkflowError(f"{what} {str(path)!r} is not a regular file (a pipe or a "
                             "device); name a .yml file")
