@@ -344,8 +344,11 @@ def test_a_fail_on_miss_memory_on_a_new_folder_makes_none_and_hits_once_filled(
 
     folder = tmp_path / "new" / "cache"
     strict = dagnb.Memory(folder, cache_mode="fail-on-miss").cache(double)
-    with pytest.raises(CacheMissError, match="no stored call with these arguments"):
+    with pytest.raises(CacheMissError, match="no stored call with these arguments") as missed:
         strict(1)
+    # (the fix named too: it said only that the mode was fail-on-miss)
+    assert str(missed.value).endswith("; store it with a call under 'read-write' first, or "
+                                      "pull the cache that holds it (dagnb cache pull URL)")
     assert not (tmp_path / "new").exists()
     dagnb.Memory(folder).cache(double)(1)  # another Memory fills it
     assert strict(1) == 2 and calls == [1]  # the strict one, made before the folder, hits

@@ -1282,7 +1282,9 @@ class _CachedCall(_Calls):
         if self.fail_on_miss:
             reason = "no stored call with these arguments"
             raise CacheMissError(
-                f"{_shown(self.name)}: {reason}, and cache_mode is 'fail-on-miss'",
+                f"{_shown(self.name)}: {reason}, and cache_mode is 'fail-on-miss'; store it "
+                "with a call under 'read-write' first, or pull the cache that holds it "
+                "(dagnb cache pull URL)",
                 misses=[(_shown(self.name), reason)],
             )
 
