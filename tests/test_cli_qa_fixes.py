@@ -441,6 +441,9 @@ def test_history_and_logs_take_a_unique_start_or_end_of_a_run_id(here, capsys) -
 @pytest.mark.parametrize("argv, meant", [
     (["histroy"], "history"), (["runn", "wf.yml"], "run"), (["cache", "ls"], "list"),
     (["cache", "rm"], "clear"), (["cache", "delete"], "clear"), (["templates", "lst"], "list"),
+    # (and an option's value not among its choices)
+    (["logs", "wf.yml", "a", "--stream", "out"], "stdout"),
+    (["run", "wf.yml", "--executor", "dagr"], "dagger"),
 ])
 def test_a_misspelt_or_other_tools_command_names_the_one_meant(argv, meant, capsys) -> None:
     # (argparse listed the choices, not which one: `cache ls` is `cache list`)

@@ -165,14 +165,18 @@ class _Parser(argparse.ArgumentParser):
 
     def _command_meant(self, message: str) -> str:
         """``; did you mean 'history'?`` for a command or action misspelt (``histroy``)
-        or named as other tools name it (``cache ls``, ``cache rm``)."""
+        or named as other tools name it (``cache ls``, ``cache rm``), and for an option's
+        value not among its choices (``--stream out``)."""
         given = _INVALID_CHOICE.search(message)
-        choices = [name for action in self._actions
-                   if isinstance(action, argparse._SubParsersAction)  # (argparse's own)
-                   for name in action.choices]
-        if given is None or not choices:
+        if given is None:
             return ""
-        word = given.group(1)
+        choices = [str(name) for action in self._actions
+                   if action.choices and given.group("option") in (
+                       *action.option_strings, action.metavar, action.dest)
+                   for name in action.choices]
+        if not choices:
+            return ""
+        word = given.group(2)
         if word in _SETTING_WRITES and "path" in choices:  # (dagnb config set KEY VALUE)
             return ("; write a setting as a KEY: VALUE line of dagnb.yaml in the project's "
                     "folder (dagnb config path names the file in force), or set DAGNB_<KEY>; "
@@ -247,7 +251,7 @@ def _workflows_here() -> str:
 
 
 # argparse's refusal of a command or action it does not know, the word given (a repr)
-_INVALID_CHOICE = re.compile(r"invalid choice: '([^']*)'")
+_INVALID_CHOICE = re.compile(r"argument (?P<option>[^:]*): invalid choice: '([^']*)'")
 # what other tools call a command or action dagnb names otherwise
 _OTHER_NAMES = {"ls": "list", "rm": "clear", "delete": "clear", "remove": "clear",
                 "purge": "clear", "check": "validate", "log": "logs", "show": "list",
