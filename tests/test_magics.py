@@ -282,6 +282,12 @@ def test_timeout_option_stops_the_step(shell):
     ("x --tmeout=5s", "echo", "did you mean '--timeout'?"),
     # (nothing like it: the dashes every option shares made --outputs look close)
     ("x --bogus", "echo", "unrecognized arguments: --bogus$"),
+    # what a space split, and a cell naming no step, say how to write them
+    ("", "echo", "required: name; name the step after %%dagger, as in %%dagger load$"),
+    ("bad name", "echo", "unrecognized arguments: name; a step's name is one word: bad_name$"),
+    ("x --timeout 10 minutes", "echo", "unrecognized arguments: minutes; a value with a space "
+                                       "is quoted: --timeout '10 minutes'$"),
+    ("x --no-cache extra", "echo", "unrecognized arguments: extra$"),  # (a flag takes none)
 ])
 def test_bad_cell_input_is_a_usage_error(shell, magic_line, body, message):
     with pytest.raises(UsageError, match=message.replace("(", r"\(").replace("[", r"\[")):

@@ -173,7 +173,33 @@ def _with_suggestion(message: str, words: list[str], parser: Any) -> str:
     # (compared without their dashes, which every option shares: --bogus is no --outputs)
     names = {option.lstrip("-"): option for option in known}
     close = closest(unknown[0].lstrip("-"), names) if unknown else None
-    return f"{message}; did you mean {names[close]!r}?" if close else message
+    if close:
+        return f"{message}; did you mean {names[close]!r}?"
+    return message + _spaces_hint(message, words, parser)
+
+
+def _spaces_hint(message: str, words: list[str], parser: Any) -> str:
+    """How to write what a space split: a value (``--timeout 10 minutes``: quote it) or
+    the step's name (``%%dagger bad name``: one word); and the name a cell gave none."""
+    positional = [action.dest for action in parser._actions if not action.option_strings]
+    if message.endswith("required: name") and positional == ["name"]:
+        return "; name the step after %%dagger, as in %%dagger load"
+    extra = _UNRECOGNIZED.search(message)
+    first = extra.group(1).split()[0] if extra else ""
+    if not first or first.startswith("-") or first not in words:
+        return ""
+    at = words.index(first)
+    valued = {option for action in parser._actions if action.nargs is None
+              for option in action.option_strings}  # (options that take one value)
+    if at >= 2 and words[at - 2] in valued:
+        quoted = shlex.join([words[at - 2], f"{words[at - 1]} {first}"])
+        return f"; a value with a space is quoted: {quoted}"
+    if at == 1 and "name" in positional:
+        return f"; a step's name is one word: {words[0]}_{first}"
+    return ""
+
+
+_UNRECOGNIZED = re.compile(r"unrecognized arguments: (.+)$")
 
 
 def _step_options(func: Callable[..., Any]) -> Callable[..., Any]:
