@@ -516,3 +516,13 @@ def test_a_folder_given_as_the_workflow_names_its_files(tmp_path, monkeypatch, c
         "workflows/etl.yml")
     assert main(["validate", "empty"]) == 2
     assert capsys.readouterr().err.strip().endswith("is a folder; name a .yml file (it holds none)")
+
+
+def test_a_value_split_by_a_space_is_named_quoted_not_taken_for_a_step(here, capsys) -> None:
+    # (--timeout 10 minutes ran "minutes" as a target: "no step named 'minutes'")
+    assert main(["run", "wf.yml", "--timeout", "10", "minutes"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "dagnb: error: no step is named 'minutes'; if it is part of a value with a space, "
+        "quote the value: --timeout '10 minutes'")
+    assert main(["plan", "wf.yml", "--cache-mode", "read-write", "b"]) == 0  # (a step: b)
+    assert capsys.readouterr().out.splitlines()[-1].startswith("2 of 2 steps cached")

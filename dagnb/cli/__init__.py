@@ -185,8 +185,7 @@ class _Parser(argparse.ArgumentParser):
         close = close or checks.closest(word, choices)
         return f"; did you mean {close!r}?" if close else ""
 
-    @staticmethod
-    def _steps_as_targets(parsed: argparse.Namespace, args: Any,
+    def _steps_as_targets(self, parsed: argparse.Namespace, args: Any,
                           extras: list[str]) -> list[str]:
         """``run wf.yml a b`` runs a and b as ``--target a --target b`` does; so do step
         names after an option (argparse leaves those over: ``wf.yml --no-cache a``), but
@@ -201,7 +200,18 @@ class _Parser(argparse.ArgumentParser):
         later = [w for w in extras if not w.startswith("-") and w not in values]
         if words or later:
             parsed.target = [*(parsed.target or ()), *words, *later]
+        parsed.split_values = self._split_values(list(args or ()), later)
         return [w for w in extras if w not in later]
+
+    def _split_values(self, args: list[str], later: list[str]) -> dict[str, str]:
+        """Of the ``later`` words, those right after an option's value, each with how
+        that value is written quoted: ``--timeout 10 minutes`` is a value with a space
+        (``--timeout '10 minutes'``), more likely than a step named ``minutes``."""
+        valued = {option for action in self._actions if action.nargs is None
+                  for option in action.option_strings}  # (options that take one value)
+        return {word: shlex.join([args[at - 2], f"{args[at - 1]} {word}"])
+                for at, word in enumerate(args)
+                if word in later and at >= 2 and args[at - 2] in valued}
 
     def _named_after_flag(self, args: Any, extras: Sequence[str]) -> str:
         """`` (--refresh takes no step name: --refresh-step load)`` for ``run wf.yml
@@ -272,6 +282,7 @@ def _run(args: argparse.Namespace) -> int:
         return _run_notebook(args, mode)
     _refuse_notebook_options(args)
     graph = load(args.workflow)
+    _refuse_split_values(graph, args)
     given = _set_params(graph, args)
     _warn_unreached(given, graph, args)
     _unfailing_stdout()
@@ -707,6 +718,7 @@ def _planned(args: argparse.Namespace, action: str) -> Any:
             "dagnb run NOTEBOOK --cache-mode fail-on-miss (it stops at that cell)")
     _refuse_missing_folder(args.cache_dir)
     graph = load(args.workflow)
+    _refuse_split_values(graph, args)
     given = _set_params(graph, args)
     selected = _warn_unreached(given, graph, args)
     _unfailing_stdout()
@@ -716,6 +728,15 @@ def _planned(args: argparse.Namespace, action: str) -> Any:
 
 
 _MAGIC_OF = {"plan": "%dagger plan", "explain": "%dagger cache explain NAME"}
+
+
+def _refuse_split_values(graph: Any, args: argparse.Namespace) -> None:
+    """A word after an option's value that names no step is the value's, split by a
+    space: refused naming the value quoted, not as a step no graph has."""
+    for word, quoted in getattr(args, "split_values", {}).items():
+        if word not in graph.names:
+            raise ConfigError(f"no step is named {word!r}; if it is part of a value with a "
+                              f"space, quote the value: {quoted}")
 
 
 def _refuse_missing_folder(given: str | None) -> None:
