@@ -526,3 +526,14 @@ def test_a_value_split_by_a_space_is_named_quoted_not_taken_for_a_step(here, cap
         "quote the value: --timeout '10 minutes'")
     assert main(["plan", "wf.yml", "--cache-mode", "read-write", "b"]) == 0  # (a step: b)
     assert capsys.readouterr().out.splitlines()[-1].startswith("2 of 2 steps cached")
+
+
+def test_an_optional_word_after_an_option_takes_its_place(here, capsys, tmp_path) -> None:
+    # (argparse placed it only before the options: "unrecognized arguments: b")
+    assert main(["logs", "wf.yml", "--tail", "1", "b"]) == 0
+    assert capsys.readouterr().out == "a\n"
+    assert main(["templates", "new", "pandas-etl", "-p", "rows=5", "q3.yml"]) == 0
+    assert (tmp_path / "q3.yml").is_file()
+    with pytest.raises(SystemExit):  # (an unknown option's value stays refused with it)
+        main(["logs", "wf.yml", "--bogus", "b"])
+    assert "unrecognized arguments: --bogus b" in capsys.readouterr().err

@@ -146,6 +146,7 @@ class _Parser(argparse.ArgumentParser):
 
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
         parsed, extras = super().parse_known_args(args, namespace)
+        extras = self._optional_words_placed(parsed, args, extras)
         extras = self._steps_as_targets(parsed, args, extras)
         if extras:  # (left by this command's parser: refused here, with its usage)
             meant = self._named_after_flag(args, extras) or self._meant(extras)
@@ -184,6 +185,26 @@ class _Parser(argparse.ArgumentParser):
         close = _OTHER_NAMES.get(word) if _OTHER_NAMES.get(word) in choices else None
         close = close or checks.closest(word, choices)
         return f"; did you mean {close!r}?" if close else ""
+
+    def _optional_words_placed(self, parsed: argparse.Namespace, args: Any,
+                               extras: list[str]) -> list[str]:
+        """An optional word given after an option (``logs wf.yml --tail 5 b``,
+        ``templates new ID -p rows=5 FILE``), which argparse leaves over once the words
+        before the option are placed, fills its place, as it does written before it.
+        (Not a word right after an unknown option: that one's value, refused with it.)"""
+        values = {word for flag, word in itertools.pairwise(args or ())
+                  if flag in extras and flag.startswith("-")}
+        for action in self._actions:
+            if action.option_strings or action.nargs != "?":
+                continue
+            word = next((w for w in extras if not w.startswith("-") and w not in values),
+                        None)
+            if word is None:
+                break
+            if getattr(parsed, action.dest, action.default) == action.default:
+                setattr(parsed, action.dest, word)
+                extras = [*extras[:extras.index(word)], *extras[extras.index(word) + 1:]]
+        return extras
 
     def _steps_as_targets(self, parsed: argparse.Namespace, args: Any,
                           extras: list[str]) -> list[str]:
