@@ -13,7 +13,7 @@ from dagnb import Graph, Step
 from dagnb.cache.store import Store
 from dagnb.errors import ConfigError, GraphError, InvalidStepError
 
-FORMS = "use seconds or a number with ms, s, m, h or d such as '10m', or 'never'"
+FORMS = "use seconds or a number with ms, s, m, h or d such as '10m' or '1h30m', or 'never'"
 
 
 def _f(x: int) -> int:
@@ -21,11 +21,11 @@ def _f(x: int) -> int:
 
 
 @pytest.mark.parametrize(("make", "what"), [
-    (lambda where: dagnb.Memory(str(where), ttl="1 day"), "ttl"),
-    (lambda where: dagnb.Memory(str(where)).cache(_f, ttl="1 day"), "ttl"),
-    (lambda where: Store(where, default_ttl="1 day"), "default_ttl"),
+    (lambda where: dagnb.Memory(str(where), ttl="a day"), "ttl"),
+    (lambda where: dagnb.Memory(str(where)).cache(_f, ttl="a day"), "ttl"),
+    (lambda where: Store(where, default_ttl="a day"), "default_ttl"),
     (lambda where: Graph("g", [Step("a", run="true")]).run(
-        executor="local", cache_directory=str(where), ttl="1 day"), "ttl"),
+        executor="local", cache_directory=str(where), ttl="a day"), "ttl"),
 ], ids=["Memory", "cache", "Store", "run"])
 def test_a_bad_ttl_of_a_cache_setting_is_a_config_error(tmp_path: Path, make, what) -> None:
     """It was an InvalidStepError (a GraphError), as if a step were wrong."""
@@ -33,12 +33,12 @@ def test_a_bad_ttl_of_a_cache_setting_is_a_config_error(tmp_path: Path, make, wh
         make(tmp_path / "cache")
     assert not isinstance(refused.value, GraphError)
     assert isinstance(refused.value, ValueError)
-    assert str(refused.value) == f"{what} '1 day' is not a duration; {FORMS}"
+    assert str(refused.value) == f"{what} 'a day' is not a duration; {FORMS}"
 
 
 def test_a_bad_ttl_of_a_step_stays_an_invalid_step_error() -> None:
-    with pytest.raises(InvalidStepError, match=r"^step 'a' ttl '1 day' is not a duration; "):
-        Step("a", run="true", ttl="1 day")
+    with pytest.raises(InvalidStepError, match=r"^step 'a' ttl 'a day' is not a duration; "):
+        Step("a", run="true", ttl="a day")
 
 
 def test_a_bad_run_timeout_is_a_config_error_not_a_step_s(tmp_path: Path) -> None:
