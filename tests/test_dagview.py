@@ -32,6 +32,10 @@ def test_text_tree_before_and_after_a_run(graph):
                                 "  clean [failed]  <- fetch\n  report [skipped]  <- clean")
 
 
+def test_a_graph_of_one_step_says_one_step():
+    assert text_tree(Graph("one", [Step("a", run="true")])) == "graph 'one' (1 step)\n  a"
+
+
 def test_empty_graph():
     assert repr(DagView(Graph("empty"))) == "graph 'empty': no steps yet"
 

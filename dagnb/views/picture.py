@@ -59,7 +59,7 @@ def text_tree(graph: Graph, states: dict[str, str] | None = None) -> str:
     states = _states(graph) if states is None else states
     if not len(graph):
         return f"graph {graph.name!r}: no steps yet"
-    lines = [f"graph {graph.name!r} ({len(graph)} steps)"]
+    lines = [f"graph {graph.name!r} ({len(graph)} step{'' if len(graph) == 1 else 's'})"]
     try:
         order = graph.order()
     except Exception:  # a cycle or a missing need: list the steps as they are
