@@ -223,3 +223,12 @@ def test_the_value_loads_once_the_fix_the_refusal_names_is_applied() -> None:
             loads(f"steps:\n  a: {{run: 'true', params: {{v: {bare}}}}}\n")
         assert loads(f"steps:\n  a: {{run: 'true', params: {{v: {quoted}}}}}\n")[
             "a"].params == {"v": json.loads(quoted)}
+
+
+def test_a_misspelt_mount_names_the_close_one_beside_it(workspace, capsys) -> None:
+    # (it said "create it or fix the path" of 'dat' beside a folder 'data')
+    Path("data").mkdir()
+    text = "steps:\n  a:\n    mounts: {./dat/: /data}\n    run: 'true'\n"
+    assert _refused(text, capsys).endswith("which does not exist "
+                                           f"({workspace.resolve() / 'dat'}); did you mean "
+                                           "'./data'?")

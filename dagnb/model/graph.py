@@ -11,6 +11,7 @@ import graphlib
 import inspect
 import json
 import os
+import posixpath
 import re
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -307,8 +308,7 @@ class Graph:
                 if not path.exists():
                     raise InvalidStepError(self._of_file(
                         f"step {name!r} mounts {host!r}, which does not exist ({path}); "
-                        "create it or fix the path"
-                    ))
+                        + _mount_fix(host, path)))
                 if not (path.is_dir() or path.is_file()):
                     raise InvalidStepError(self._of_file(
                         f"step {name!r} mounts {host!r}, which is {_kind(path)}, not a file "
@@ -675,6 +675,20 @@ def _check_graph_arguments(name: Any, steps: Any) -> None:
     if isinstance(steps, Mapping):
         raise InvalidStepError(f"Graph({name!r}, steps): steps is a list of Steps, not a "
                                "mapping; pass list(steps.values())")
+
+
+def _mount_fix(host: str, path: Path) -> str:
+    """``did you mean 'data'?`` for a file or folder beside the missing one whose name is
+    close (``dat`` for ``data``), written as the mount was; else how to fix the path."""
+    try:
+        names = [entry.name for entry in os.scandir(path.parent)]
+    except OSError:  # (its folder is missing too)
+        names = []
+    close = checks.closest(path.name, names)
+    if close is None:
+        return "create it or fix the path"
+    folder = posixpath.dirname(host.rstrip("/"))  # (``dat/``: in the same folder)
+    return f"did you mean {posixpath.join(folder, close)!r}?"
 
 
 def _defaulted_step_names(step: Step, steps: Mapping[str, Step]) -> list[str]:
