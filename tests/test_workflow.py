@@ -563,3 +563,15 @@ def test_a_big_workflow_is_read_by_libyaml_and_a_broken_one_in_pure_pythons_word
                        r"\(expected ',' or '}', but got '<stream end>'\)"):
         dagnb.load(tmp_path / "bad.yml")
     assert scanned  # (said by the pure-Python reader, as before)
+
+
+def test_to_yaml_of_a_function_step_without_a_file_names_the_call_with_one() -> None:
+    # (it said to write the workflow to a file, not how)
+    graph = dagnb.Graph("g", [dagnb.Step("load", func=_a_function)])
+    with pytest.raises(WorkflowError) as refused:
+        graph.to_yaml()
+    assert str(refused.value).endswith("write it to a file: graph.to_yaml('pipeline.yml')")
+
+
+def _a_function() -> int:
+    return 1

@@ -1139,8 +1139,9 @@ def _step_data(step: Step, functions: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _function_step_error(name: str) -> WorkflowError:
-    return WorkflowError(f"step {name!r} is a Python function; write the workflow to a "
-                         "file (its code goes to a module beside it)")
+    return WorkflowError(f"step {name!r} is a Python function, whose code a workflow file "
+                         "keeps in a module beside it; write it to a file: "
+                         "graph.to_yaml('pipeline.yml')")
 
 
 def _with_saved_retries(data: dict[str, Any], step: Step) -> dict[str, Any]:
