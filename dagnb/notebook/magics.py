@@ -796,7 +796,7 @@ def _cancelled_runs(count: int) -> str:
 
 def _cmd_config(self: DaggerMagics, rest: str) -> pd.DataFrame:
     """Every setting, or those named (``%dagger config max_retries``), after the
-    ``KEY=VALUE`` changes given beside them are made."""
+    ``KEY=VALUE`` changes given beside them are made; changes alone show what they set."""
     words = split_words(rest)
     named = [word for word in words if "=" not in word]
     values = dataclasses.asdict(settings())
@@ -807,8 +807,21 @@ def _cmd_config(self: DaggerMagics, rest: str) -> pd.DataFrame:
     if changes:
         configured_by("%dagger config", changes)
         values = dataclasses.asdict(settings())
-    keys = [key for key in values if not named or key in named]
+    shown = named or [key for key in values if key in _changed_keys(changes)]  # (a change:
+    keys = [key for key in values if not shown or key in shown]  # those it made, not all)
     return pd.DataFrame({"setting": keys, "value": [repr(values[key]) for key in keys]})
+
+
+def _changed_keys(changes: Mapping[str, Any]) -> set[str]:
+    """The settings ``changes`` set, by their names in the table (``workflow_defaults``
+    holds some: each of its keys is a setting of its own there)."""
+    from dagnb.config.aliases import DEFAULTS_ALIASES
+
+    keys = set(changes)
+    nested = changes.get("workflow_defaults")
+    if isinstance(nested, Mapping):
+        keys |= {DEFAULTS_ALIASES.get(key, key) for key in nested}
+    return keys
 
 
 def _unknown_command(command: str, rest: list[str]) -> str:
