@@ -723,7 +723,8 @@ def one_of(value: Any, choices: Sequence[Any]) -> Any:
     """``value`` if it is one of ``choices`` (of the same type: ``1`` is not ``True``)."""
     if any(value == choice and type(value) is type(choice) for choice in choices):
         return value
-    raise Invalid(value, _alternatives(choices))
+    hint = did_you_mean(value, [choice for choice in choices if isinstance(choice, str)])
+    raise Invalid(value, f"{_alternatives(choices)}; {hint}" if hint else _alternatives(choices))
 
 
 def _alternatives(choices: Sequence[Any]) -> str:

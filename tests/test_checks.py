@@ -318,3 +318,13 @@ def test_a_missing_file_is_said_with_the_closest_file_of_its_kind(
 def test_listed_names_every_one_up_to_most_then_counts_the_rest():
     assert checks.listed(["a", "b"]) == "a, b"
     assert checks.listed([f"s{i}" for i in range(25)], most=3) == "s0, s1, s2 and 22 more"
+
+
+def test_one_of_names_the_close_choice() -> None:
+    # (executor='Dagger' said the three choices, not which one)
+    with pytest.raises(Invalid) as refused:
+        checks.one_of("Dagger", ("auto", "local", "dagger"))
+    assert refused.value.expected == "'auto', 'local' or 'dagger'; did you mean 'dagger'?"
+    with pytest.raises(Invalid) as refused:
+        checks.one_of("docker", ("auto", "local", "dagger"))
+    assert refused.value.expected == "'auto', 'local' or 'dagger'"
