@@ -78,6 +78,10 @@ class CycleError(GraphError):
 
     def __init__(self, cycle: list[str]) -> None:
         self.cycle = list(cycle)
+        if len(set(self.cycle)) == 1:  # (a -> a: one step, naming itself)
+            name = self.cycle[0]
+            super().__init__(f"step {name!r} needs itself; remove {name!r} from its needs")
+            return
         path = " -> ".join(self.cycle)
         super().__init__(f"the steps' needs form a cycle: {path}; remove one of these needs")
 

@@ -82,6 +82,15 @@ def test_cycle_names_the_cycle() -> None:
     assert info.value.cycle[0] == info.value.cycle[-1]
 
 
+def test_a_step_needing_itself_is_named_with_the_fix() -> None:
+    # (it read "the steps' needs form a cycle: a -> a; remove one of these needs")
+    graph = Graph("c", [Step("a", run="true", needs=["a"])])
+    with pytest.raises(CycleError) as refused:
+        graph.validate()
+    assert str(refused.value) == "step 'a' needs itself; remove 'a' from its needs"
+    assert refused.value.cycle == ["a", "a"]
+
+
 def test_unknown_need_suggests_the_closest_name() -> None:
     graph = Graph("g", [Step("prepare", run="true"), Step("train", run="true", needs=["prepar"])])
     with pytest.raises(
