@@ -149,7 +149,7 @@ def test_pandas_etl_says_it_generates_its_rows_and_how_to_read_ones_own():
 # -- 5. a value typed on the command line is said as typed --------------------------
 @pytest.mark.parametrize(("param", "said"), [
     ("rows=2.5", "rows = 2.5 is not valid; expected an int"),
-    ("rows=1e3", "rows = 1e3 is not valid; expected an int"),
+    ("rows=1e3", "rows = 1e3 is not valid; expected an int; write it as 1000"),
     ("rows=true", "rows = true is not valid; expected an int"),
     ("min_amount=inf", "min_amount = inf is not valid; expected a finite float"),
     ("min_amount=.inf", "min_amount = .inf is not valid; expected a finite float"),

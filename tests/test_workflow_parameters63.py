@@ -42,6 +42,10 @@ REFUSED = [
     ("ml-train-evaluate", "epochs=2.5",
      "--param 'epochs=2.5': epochs = 2.5 is not valid; expected an int "
      "(parameters of 'w.yml')"),
+    # (a whole number written as a float: the int it means named)
+    ("ml-train-evaluate", "epochs=1e2",
+     "--param 'epochs=1e2': epochs = 1e2 is not valid; expected an int; write it as 100 "
+     "(parameters of 'w.yml')"),
 ]
 
 

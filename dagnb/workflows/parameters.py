@@ -195,8 +195,19 @@ class Parameter:
         if _non_finite(value):  # a float, but nan and inf are no JSON
             expected = expected.replace("float", "finite float")
         article = "an" if expected[0] in "aeiou" else "a"
+        fix = _whole_number_fix(self.type, value) if typed else ""
         return ParameterValueError(self.name, value,
-                                   f"is not valid; expected {article} {expected}", typed=typed)
+                                   f"is not valid; expected {article} {expected}{fix}",
+                                   typed=typed)
+
+
+def _whole_number_fix(kind: str | None, text: Any) -> str:
+    """``; write it as 1000`` for an int typed as a whole float (``1e3``, ``1000.0``)."""
+    number = _number_written(text) if isinstance(text, str) else None
+    if (kind != "int" or not isinstance(number, float) or not number.is_integer()
+            or abs(number) >= 1e15):  # (1e300: no number anyone means to write out)
+        return ""
+    return f"; write it as {int(number)}"
 
 
 def _as_list(value: Any) -> Any:
