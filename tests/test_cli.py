@@ -92,6 +92,8 @@ def test_a_notice_printed_during_the_bar_starts_a_line_of_its_own(tmp_path: Path
     lines = [line for line in shown.replace("\r\n", "\n").split("\n") if "ignores images" in line]
     assert len(lines) == 1, shown
     assert lines[0].split("\r")[-1].startswith("dagnb: the local executor"), repr(lines[0])
+    # (in no front end's words: it said executor='dagger', Python's, to a command's user)
+    assert lines[0].endswith("(a container needs the dagger executor and a Dagger engine)")
     after = shown.split("ignores images", 1)[1]
     assert "] 1/1" in after, repr(shown)  # the bar, drawn again after the notice
 

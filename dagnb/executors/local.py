@@ -101,7 +101,8 @@ class LocalExecutor:
             self._noticed_image = True
             print(
                 f"dagnb: the local executor ignores images such as {task.step.image!r}; "
-                "steps run on this machine (use executor='dagger' for containers)",
+                "steps run on this machine (a container needs the dagger executor and a "
+                "Dagger engine)",  # (in no front end's words: each names its executor so)
                 file=sys.stderr,
             )
 
