@@ -211,3 +211,15 @@ def test_a_decimal_cache_version_is_refused_with_the_quoted_form() -> None:
         Step("a", run="true", cache_version=1.1)
     assert Step("a", run="true", cache_version="1.10").cache_version == "1.10"
     assert Step("a", run="true", cache_version=2).cache_version == 2
+
+
+def test_a_steps_repr_shows_the_fields_given() -> None:
+    # (it listed all 26 fields, defaults and all: a screen a step in a notebook)
+    def load(x: int = 1) -> int:
+        return x
+
+    assert repr(Step("a", run="echo a")) == "Step('a', run='echo a')"
+    step = Step("b", func=load, needs=["a"], env={"A": "1"}, timeout="10m", cache=False)
+    assert repr(step) == ("Step('b', func=test_a_steps_repr_shows_the_fields_given.<locals>."
+                          "load, needs=('a',), env={'A': '1'}, timeout=600.0, cache=False)")
+    assert repr(Step("c", run="true", retries=0)) == "Step('c', run='true', retries=0)"

@@ -306,7 +306,22 @@ def _check_mounts(mounts: Mapping[str, Any], step: str) -> Mapping[str, str]:
     return MappingProxyType(checked)
 
 
-@dataclasses.dataclass(frozen=True, eq=True)
+def _is_default(field: dataclasses.Field[Any], value: Any) -> bool:
+    """Whether a Step's field holds its default (an empty mapping for those made empty)."""
+    if field.default_factory is not dataclasses.MISSING:  # (the mappings)
+        return not value
+    return value is field.default or (type(value) is type(field.default)
+                                      and value == field.default)
+
+
+def _shown_field(value: Any) -> str:
+    """A field's value as its repr says it: a function by its name, a mapping as a dict."""
+    if callable(value) and hasattr(value, "__qualname__"):
+        return value.__qualname__
+    return repr(dict(value) if isinstance(value, Mapping) else value)
+
+
+@dataclasses.dataclass(frozen=True, eq=True, repr=False)
 class Step:
     """One unit of work in a :class:`~dagnb.Graph`.
 
@@ -382,6 +397,14 @@ class Step:
     user: str | None = None
     errexit: bool = True
     platform: str | None = None
+
+    def __repr__(self) -> str:
+        """``Step('load', func=load, needs=('fetch',))``: the fields given, not all 26 (a
+        notebook printing a graph's steps showed a screen of defaults for each)."""
+        given = [f"{field.name}={_shown_field(getattr(self, field.name))}"
+                 for field in dataclasses.fields(self)[1:]
+                 if not _is_default(field, getattr(self, field.name))]
+        return f"Step({', '.join([repr(self.name), *given])})"
 
     def __post_init__(self) -> None:
         name = check_name(self.name)
