@@ -193,13 +193,15 @@ def _spaces_hint(message: str, words: list[str], parser: Any) -> str:
               for option in action.option_strings}  # (options that take one value)
     if at >= 2 and words[at - 2] in valued:
         quoted = shlex.join([words[at - 2], f"{words[at - 1]} {first}"])
-        return f"; a value with a space is quoted: {quoted}"
+        return f"{_QUOTE_IT}{quoted}"
     if at == 1 and "name" in positional:
-        return f"; a step's name is one word: {words[0]}_{first}"
+        return f"{_ONE_WORD}{words[0]}_{first}"
     return ""
 
 
 _UNRECOGNIZED = re.compile(r"unrecognized arguments: (.+)$")
+# what a space split is said to need, which a $name's expansion says its own fix for
+_QUOTE_IT, _ONE_WORD = "; a value with a space is quoted: ", "; a step's name is one word: "
 
 
 def _step_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -484,6 +486,8 @@ class DaggerMagics(Magics):
             written, lambda word: _expanded(word, namespace))
         if fix is None:
             return message
+        for said in (_QUOTE_IT, _ONE_WORD):  # (the value IPython wrote: its fix below)
+            message = message.split(said)[0]
         return (f"{message.removesuffix(_CLOSE_THE_QUOTE)}; IPython wrote the value of "
                 f"{fix[0]} into the line unquoted: quote it, as in {fix[1]}")
 
