@@ -915,3 +915,24 @@ def test_a_journal_line_is_json_dumps_text_of_the_use(step, key, hits, last_used
 
     record = {"step": step, "key": key, "hits": hits, "last_used": last_used}
     assert _line(step, key, hits, last_used) == json.dumps(record) + "\n"
+
+
+def test_a_folder_made_where_a_removed_one_was_counts_its_own_session(tmp_path) -> None:
+    # (a removed cache folder's inode, reused by a new one, brought its session's hits:
+    # session_hits read 3 for 2 lookups in CI)
+    from dagnb.cache import store as store_module
+
+    gone, made = tmp_path / "gone", tmp_path / "made"
+    old = Store(gone)
+    save(old, "s", key(1))
+    old.lookup("s", key(1))
+    counts = store_module._SESSION_COUNTS[old.backend.identity][1]
+    shutil.rmtree(gone)
+    made.mkdir()
+    # (its inode taken as the removed folder's, as the system may give it)
+    store_module._SESSION_COUNTS[made.stat().st_dev, made.stat().st_ino] = (str(gone), counts)
+    new = Store(made)
+    save(new, "s", key(1))
+    new.lookup("s", key(1))
+    assert new.stats().loc["s", "session_hits"] == 1
+    assert Store(made).stats().loc["s", "session_hits"] == 1  # (one folder: one count)

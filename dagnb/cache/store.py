@@ -72,6 +72,7 @@ from dagnb.cache.backend import (
     LocalBackend,
     Lock,
     StoreBackend,
+    folder_identity,
     get_backend,
     make_folder,
 )
@@ -325,7 +326,20 @@ def _add_pending(into: dict[tuple[str, str], list[float]],
 # every store on it: a notebook's `dagnb.Memory` counts in its own store, and `%dagger
 # cache stats` read the steps' one (4 misses of a Memory function read as 0, its hit
 # rate 1.0)
-_SESSION_COUNTS: dict[tuple[int, int], tuple[dict[str, int], dict[str, int]]] = {}
+_SESSION_COUNTS: dict[tuple[int, int], tuple[str, tuple[dict[str, int], dict[str, int]]]] = {}
+
+
+def _session_counts(root: str, identity: tuple[int, int]) -> tuple[dict[str, int],
+                                                                    dict[str, int]]:
+    """The session's counts of the folder ``root`` (``identity``): those of another
+    spelling of it, unless that folder is gone and this one took its inode (a folder
+    removed and another made: its counts are its own, as the pack index is)."""
+    found = _SESSION_COUNTS.get(identity)
+    if found is not None and (found[0] == root or folder_identity(found[0]) == identity):
+        return found[1]
+    counts: tuple[dict[str, int], dict[str, int]] = ({}, {})
+    _SESSION_COUNTS[identity] = (root, counts)
+    return counts
 
 
 class Store(Housekeeping):
@@ -397,9 +411,8 @@ class Store(Housekeeping):
         counts = None
         if type(made) is LocalBackend:
             self._packs = index_of(f"{made._root_text}/{PACKS}", made.identity)
-            counts = _SESSION_COUNTS.get(made.identity) if made.identity is not None else None
-            if counts is None and made.identity is not None:
-                counts = _SESSION_COUNTS[made.identity] = ({}, {})
+            counts = (_session_counts(made._root_text, made.identity)
+                      if made.identity is not None else None)
         else:
             self._keep_downloads_as_records(made)
         self._entries: dict[tuple[str, str], Entry] = {}  # parsed metadata, checked by version
