@@ -252,6 +252,21 @@ def listed(names: Sequence[str], most: int = 20) -> str:
     return f"{', '.join(names[:most])} and {len(names) - most} more"
 
 
+def close_sibling(given: str, folder: str | os.PathLike[str], suffix: str = "") -> str | None:
+    """``given`` (a path as the user wrote it) with its last part the closest name in
+    ``folder``, where it would be (``data`` for ``dat``, ``steps.py`` for ``step.py``,
+    files ending in ``suffix`` when one is given); None when none is close or the
+    folder cannot be listed."""
+    try:
+        names = [entry.name for entry in os.scandir(folder) if not suffix
+                 or (entry.name.endswith(suffix) and entry.is_file())]
+    except OSError:  # (its folder is missing too)
+        return None
+    parent, slash, name = given.rstrip("/").rpartition("/")  # (``dat/``: ``dat``)
+    close = closest(name, names)
+    return None if close is None else f"{parent}{slash}{close}"
+
+
 def closest(word: object, choices: Iterable[str], *, cutoff: float = 0.6) -> str | None:
     """The choice closest to ``word``: the one it is but for case and ``-`` for ``_``
     (``N`` for ``n``, ``BATCH-SIZE`` for ``batch_size``, which difflib finds too unlike),

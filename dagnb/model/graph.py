@@ -11,7 +11,6 @@ import graphlib
 import inspect
 import json
 import os
-import posixpath
 import re
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -680,15 +679,8 @@ def _check_graph_arguments(name: Any, steps: Any) -> None:
 def _mount_fix(host: str, path: Path) -> str:
     """``did you mean 'data'?`` for a file or folder beside the missing one whose name is
     close (``dat`` for ``data``), written as the mount was; else how to fix the path."""
-    try:
-        names = [entry.name for entry in os.scandir(path.parent)]
-    except OSError:  # (its folder is missing too)
-        names = []
-    close = checks.closest(path.name, names)
-    if close is None:
-        return "create it or fix the path"
-    folder = posixpath.dirname(host.rstrip("/"))  # (``dat/``: in the same folder)
-    return f"did you mean {posixpath.join(folder, close)!r}?"
+    meant = checks.close_sibling(host, path.parent)
+    return "create it or fix the path" if meant is None else f"did you mean {meant!r}?"
 
 
 def _defaulted_step_names(step: Step, steps: Mapping[str, Step]) -> list[str]:

@@ -198,24 +198,10 @@ def _module_file_fix(file: str, name: str, base_dir: Path) -> str:
     if all(part.isidentifier() for part in file.split(".")) and (
             base_dir / module_file).is_file():
         return f"name its file: python: {module_file}:{name}"
-    meant = _close_module(file, base_dir)
+    meant = checks.close_sibling(file, base_dir / Path(file).parent, ".py")
     if meant is not None:
         return f"did you mean python: {meant}:{name}?"
     return "check the path"
-
-
-def _close_module(file: str, base_dir: Path) -> str | None:
-    """The ``.py`` file beside the one ``file`` names whose name is closest to it
-    (``steps.py`` for a misspelt ``step.py``), written as ``file`` is; None when none is
-    close."""
-    given = Path(file)
-    try:
-        names = [entry.name for entry in os.scandir(base_dir / given.parent)
-                 if entry.name.endswith(".py") and entry.is_file()]
-    except OSError:  # (a folder that is not there: no file to suggest)
-        return None
-    close = checks.closest(given.name, names)
-    return None if close is None else given.with_name(close).as_posix()
 
 
 def _functions_of(module: types.ModuleType) -> list[str]:
