@@ -512,8 +512,8 @@ def test_refused_cell_leaves_status_and_the_next_cell_unaffected(kernel: Kernel)
     ("%dagger status --foo",
      "%dagger status takes no arguments, got '--foo'; write %dagger status alone (see %dagger?)"),
     ("%dagger history extra",
-     "%dagger history takes no arguments, got 'extra'; write %dagger history alone "
-     "(see %dagger?)"),
+     "%dagger history takes no 'extra'; for one run's steps, name it with --run: "
+     "%dagger history --run extra"),
     ("%dagger explain a",
      "unknown %dagger command 'explain'; did you mean %dagger cache explain a?"),
     ("%dagger cache remove a",
@@ -1820,3 +1820,21 @@ def test_a_background_run_with_no_interrupt_stores_as_before_and_gives_sigint_ba
     assert error(kernel.run("%dagger run")) is None
     assert ast.literal_eval(states(kernel)) == {
         "early": "cached", "train": "cached", "after": "cached", "other": "cached"}
+
+
+def test_history_run_lists_one_run_s_steps_and_why(kernel: Kernel) -> None:
+    """``%dagger history`` counted each run's endings; which step failed, and why, was in
+    no view once the cell's output was gone."""
+    assert error(kernel.run("%%dagger prep\necho prep\n")) is None
+    assert error(kernel.run("%%dagger boom --needs prep\necho about to fail; exit 3\n"))
+    run_id = kernel.value("get_session().runs[-1]['run']").strip("'")
+    shown = kernel.value(f"%dagger history --run {run_id[-6:]}")
+    assert shown.splitlines()[0].split() == ["step", "state", "entry", "why"]
+    rows = ast.literal_eval(kernel.value(
+        f"get_ipython().run_line_magic('dagger', 'history --run {run_id}')"
+        ".to_dict('records')"))
+    assert [row["step"] for row in rows] == ["prep", "boom"]
+    assert rows[0]["state"] == "cached" and len(rows[0]["entry"]) == 12
+    assert (rows[1]["state"], rows[1]["entry"], rows[1]["why"]) == ("failed", "", "exit code 3")
+    assert usage_error(kernel.run("%dagger history --run nosuch")).startswith(
+        "--run 'nosuch': no run of that id in this session, nor recorded in ")

@@ -116,8 +116,8 @@ def test_history_cuts_a_long_param_as_dagnb_run_does_and_run_shows_it_whole(flow
     code, out, _ = _dagnb(capsys, "history", "wf.yml", "--cache-dir", str(cache), "--run",
                           long_run)
     lines = out.splitlines()
-    assert code == 0 and len(lines) == 4 and lines[1] == first.strip(), out
-    assert lines[2:] == ["params given:", f"  ids={IDS}"]
+    assert code == 0 and lines[1] == first.strip(), out
+    assert lines[-2:] == ["params given:", f"  ids={IDS}"]
 
 
 def test_history_run_refuses_an_id_no_run_has(flow, capsys):

@@ -10,9 +10,9 @@ read-only run, which writes nothing to the cache folder, is recorded outside it
 time. This lists them, the last ``--last`` (20 unless told), of every workflow or of the
 one named (a notebook's: its runs whose ``origin`` is its file), secrets in the params
 masked and long values cut as ``dagnb run`` prints them (``--run RUN`` lists that run
-alone, its params whole under the table): its run ids are what ``dagnb logs`` names. A
-file that does not load now (mid-edit) or is gone (renamed) is found in the records by
-its path, under one line on stderr saying so. The
+alone, then its steps, how each ended and why, and its params whole): its run ids are
+what ``dagnb logs`` names. A file that does not load now (mid-edit) or is gone
+(renamed) is found in the records by its path, under one line on stderr saying so. The
 ``workflow`` column names each run's file, by its path from here where two share a name.
 (:mod:`dagnb.cli` registers this as its ``history`` subcommand.)
 """
@@ -24,6 +24,7 @@ import collections
 import contextlib
 import json
 import os
+import shlex
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -50,7 +51,8 @@ def add_parser(sub: Any) -> None:
     history.add_argument("--last", default=None, metavar="N",
                          help=f"only the last N runs (default {_LAST}; 'all' for every one)")
     history.add_argument("--run", default=None, metavar="RUN",
-                         help="only this run (its id), its params whole under the table")
+                         help="only this run (its id, or its start or end): then its steps, how "
+                              "each ended and why, and its params whole")
     history.add_argument("--cache-dir", default=None, help="cache folder (default: the setting)")
 
 
@@ -139,6 +141,7 @@ def run(args: argparse.Namespace, workflow: Workflow | None) -> int:
     mask = _params_mask(workflow, shown, args.cache_dir)
     print(_table(shown, mask))
     if args.run is not None:
+        _print_steps(shown[0], mask, _file_of(shown[0]), args.cache_dir)
         _print_params_whole(shown[0], mask)
     if len(shown) < total:
         print(f"(the last {len(shown)} of {total} runs; --last all shows every one)")
@@ -175,6 +178,8 @@ def _the_run(records: list[dict[str, Any]], args: argparse.Namespace,
              folder: Path) -> list[dict[str, Any]]:
     """The record of run ``args.run`` among ``records`` (a unique start or end of its
     id will do); refused when none has that id."""
+    from dagnb.runtime.history import run_id_meant
+
     wanted = run_id_meant(args.run, [record.get("run") for record in records])
     found = [record for record in records if record.get("run") == wanted]
     if not found:
@@ -184,18 +189,26 @@ def _the_run(records: list[dict[str, Any]], args: argparse.Namespace,
     return found[-1:]
 
 
-def run_id_meant(given: str, ids: list[Any]) -> str:
-    """The run id ``given`` names among ``ids``: itself, or the one id that starts or
-    ends with it (``--run 20261207-084037``, or its last part, ``1c15c5``, as a short
-    git hash names a commit); ``given`` when none does. Refused when several do."""
-    if given in ids:
-        return given
-    meant = sorted({i for i in ids
-                    if isinstance(i, str) and (i.startswith(given) or i.endswith(given))})
-    if len(meant) > 1:
-        raise ConfigError(f"--run {given!r} names {len(meant)} recorded runs "
-                          f"({checks.listed(meant, most=5)}); give more of its id")
-    return meant[0] if meant else given
+def _print_steps(record: dict[str, Any], mask: Callable[[str], str],
+                 file: str | None, cache_dir: str | None) -> None:
+    """The run's steps, one a line: how each ended, its cache entry, why it did not end
+    well (secrets masked as now set too); then the command that shows a failed or
+    cancelled step's lines (in ``cache_dir``, the one given)."""
+    from dagnb.runtime.history import run_steps
+    from dagnb.views.progress import text_table
+
+    rows = [{**row, "why": mask(row["why"])} for row in run_steps(record)]
+    if not rows:
+        return
+    columns = [name for name in ("step", "state", "entry", "why")
+               if name in ("step", "state") or any(row[name] for row in rows)]
+    print(f"\nthe steps of run {record.get('run')}:")
+    print(text_table(rows, columns))
+    ended_badly = [row["step"] for row in rows if row["state"] in ("failed", "cancelled")]
+    if ended_badly and file is not None and not record.get("read_only"):
+        where = "" if cache_dir is None else f" --cache-dir {shlex.quote(cache_dir)}"
+        print(f"the lines of {ended_badly[0]!r}: dagnb logs {shlex.quote(_from_here(file))} "
+              f"{shlex.quote(ended_badly[0])} --run {record.get('run')}{where}")
 
 
 def _print_params_whole(record: dict[str, Any], mask: Callable[[str], str]) -> None:

@@ -281,7 +281,6 @@ def _last_log(args: argparse.Namespace, workflow: Workflow) -> tuple[StepInRun, 
     more, too), and the log files of its attempts in the run's folder."""
     from dagnb.cache import local_folder
     from dagnb.cli.cache import missing_folder
-    from dagnb.cli.history import run_id_meant
     from dagnb.runtime.history import (
         DONE_STATES,
         KILLED,
@@ -290,6 +289,7 @@ def _last_log(args: argparse.Namespace, workflow: Workflow) -> tuple[StepInRun, 
         last_run_of,
         recorded_runs,
         run_folder_of,
+        run_id_meant,
         side_home,
     )
 

@@ -69,6 +69,7 @@ from dagnb.notebook.overview import (
     notebook_logs,
     notebook_states,
     notebook_status,
+    run_steps_frame,
     shown,
 )
 from dagnb.notebook.session import Session, get_session
@@ -436,7 +437,8 @@ class DaggerMagics(Magics):
                         [--no-raise] [--[no-]enable-retry] [--[no-]use-circuit-breaker]
                                                       run steps (all by default)
             %dagger status                            every step: its latest state
-            %dagger history                           every run of the session
+            %dagger history [--run RUN]               every run of the session (one run:
+                                                      its steps, how each ended and why)
             %dagger logs NAME [--tail N] [--stream stdout|stderr]   its latest lines
             %dagger graph                             draw the graph, coloured by state
             %dagger plan                              what a run would do now
@@ -571,8 +573,17 @@ def _cmd_status(self: DaggerMagics, rest: str) -> Any:
     return _shown(notebook_status(self.session))
 
 
+@ma.magic_arguments("dagger history")
+@ma.argument("--run", metavar="RUN", help="Only this run (its id, or its start or end): "
+             "its steps, how each ended and why.")
 def _cmd_history(self: DaggerMagics, rest: str) -> Any:
-    _no_arguments(rest, "history")
+    words = split_words(rest)
+    if words and not words[0].startswith("-"):  # (a run's id, given as the CLI's file is)
+        raise UsageError(f"%dagger history takes no {words[0]!r}; for one run's steps, "
+                         f"name it with --run: %dagger history --run {words[0]}")
+    args = parse_line(_cmd_history, rest)
+    if args.run is not None:
+        return run_steps_frame(self.session, args.run)
     return _shown(history(self.session))
 
 

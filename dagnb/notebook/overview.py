@@ -33,12 +33,13 @@ if TYPE_CHECKING:
     from dagnb.runtime.reads import PublishedReads
 
 __all__ = ["HISTORY_COLUMNS", "STATUS_COLUMNS", "history", "left_aligned", "name_a_step",
-           "notebook_logs", "notebook_states", "notebook_status", "shown"]
+           "notebook_logs", "notebook_states", "notebook_status", "run_steps_frame", "shown"]
 
 STATUS_COLUMNS = ["step", "state", "cached", "attempts", "exit_code", "duration_s", "executor",
                   "image", "error", "note"]
 HISTORY_COLUMNS = ["run", "started", "steps", "unfinished", "succeeded", "cached", "failed",
                    "skipped", "cancelled"]
+RUN_STEPS_COLUMNS = ["step", "state", "entry", "why"]
 _DONE = ("succeeded", "cached")
 
 
@@ -233,6 +234,40 @@ def history(session: Session) -> pd.DataFrame:
     frame[counts] = frame[counts].astype("int64")
     as_text(frame, ("run", "steps"))
     return shown(frame, empty="no run yet in this session")
+
+
+def run_steps_frame(session: Session, given: str) -> pd.DataFrame:
+    """``%dagger history --run RUN``: the steps of one run, of this session or one
+    recorded before in the cache folder (a unique start or end of its id will do): how
+    each ended, its cache entry, why it did not end well. A run still going shows its
+    steps as they stand."""
+    import pandas as pd
+
+    from dagnb.cache.location import local_folder
+    from dagnb.runtime.history import recorded_runs, run_id_meant, run_steps
+
+    session.refresh()
+    live = dict(session.live)
+    records = {record.get("run"): record for record in recorded_runs(local_folder())[0]}
+    wanted = run_id_meant(given, [*live, *records])
+    if wanted in live:
+        rows = _live_steps(live[wanted])
+    elif wanted in records:
+        rows = run_steps(records[wanted])
+    else:
+        raise DagnbError(f"--run {given!r}: no run of that id in this session, nor "
+                         f"recorded in {str(local_folder())!r}; %dagger history lists "
+                         "this session's runs")
+    frame = pd.DataFrame(rows, columns=RUN_STEPS_COLUMNS)
+    as_text(frame, RUN_STEPS_COLUMNS)
+    return shown(frame, empty=f"run {wanted} had no steps", hide_blank=("entry", "why"),
+                 left=True)
+
+
+def _live_steps(run: Any) -> list[dict[str, str]]:
+    """The steps of a run still going, as :func:`run_steps` gives a recorded run's."""
+    return [{"step": name, "state": row["state"], "entry": "",
+             "why": row.get("error") or ""} for name, row in run.status_rows().items()]
 
 
 def _time_dtype(pd: Any) -> Any:

@@ -12,7 +12,9 @@ cached step's lines from it; none, no field), when that entry was stored
 (``entry_created``, its ``created``: the same key may be stored again later, by a
 ``--refresh`` or once its ttl passed, and ``dagnb logs`` then tells this run's lines are
 gone; older records have no field), and why each skipped step was (``skipped``: the
-upstream step that failed, which ``dagnb logs`` says; none, no field).
+upstream step that failed, which ``dagnb logs`` says; none, no field) and the error
+each failed or cancelled step ended with (``errors``: its first line, masked, which
+``dagnb history --run`` shows; none, no field).
 ``dagnb run --only-failed`` reads the newest record of a workflow from there, so it
 works in a new process: of that file, since files made from one template share its name;
 of that name and ``origin``, for a graph built in Python or a notebook (the script that
@@ -109,7 +111,8 @@ from typing import Any, NamedTuple
 
 from dagnb.cache.backend import make_folder
 from dagnb.cache.housekeeping import RUN_USES
-from dagnb.checks import warn_user
+from dagnb.checks import listed, warn_user
+from dagnb.errors import ConfigError
 from dagnb.model.jsontext import encoder
 
 __all__ = [
@@ -471,8 +474,10 @@ class RunFolder:
         return fields
 
     def close(self, states: Mapping[str, str], graph_name: str,
-              skipped: Mapping[str, str] | None = None) -> None:
-        """Write the run's record (with why each ``skipped`` step was), give up the
+              skipped: Mapping[str, str] | None = None,
+              errors: Mapping[str, str] | None = None) -> None:
+        """Write the run's record (with why each ``skipped`` step was, and the
+        ``errors`` of the failed and cancelled ones), give up the
         lease, and now and then prune old runs.
 
         Housekeeping never fails a run: a problem here is one warning.
@@ -486,6 +491,8 @@ class RunFolder:
             record["entry_created"] = self._entries_created
         if skipped:
             record["skipped"] = dict(skipped)
+        if errors:
+            record["errors"] = dict(errors)
         if not self.kept:  # (its folder, its steps' lines with it, went with its process)
             record["read_only"] = True
         log_size = 0
@@ -1378,3 +1385,42 @@ def _compact_records(path: Path, keep: int) -> None:
         os.replace(partial, path)
     finally:
         os.close(descriptor)
+
+
+def run_id_meant(given: str, ids: list[Any]) -> str:
+    """The run id ``given`` names among ``ids``: itself, or the one id that starts or
+    ends with it (``--run 20261207-084037``, or its last part, ``1c15c5``, as a short
+    git hash names a commit); ``given`` when none does. Refused when several do."""
+    if given in ids:
+        return given
+    meant = sorted({i for i in ids
+                    if isinstance(i, str) and (i.startswith(given) or i.endswith(given))})
+    if len(meant) > 1:
+        raise ConfigError(f"--run {given!r} names {len(meant)} recorded runs "
+                          f"({listed(meant, most=5)}); give more of its id")
+    return meant[0] if meant else given
+
+
+def run_steps(record: Mapping[str, Any]) -> list[dict[str, str]]:
+    """Each step of a recorded run, in the run's order: how it ended, the cache entry it
+    was served from or stored in (its key's first 12 digits), and why it did not end
+    well (a failed or cancelled step's error, masked as it was shown; why one was
+    skipped; that the run was killed or its end unrecorded). A record older than a
+    field shows that field blank."""
+    states = record.get("states")
+    rows = []
+    for step, state in (states.items() if isinstance(states, dict) else ()):
+        entry = _text_of(record.get("entries"), step)
+        rows.append({"step": str(step), "state": str(state),
+                     "entry": "" if entry is None else entry[:12],
+                     "why": _why_not_done(record, str(step), state)})
+    return rows
+
+
+def _why_not_done(record: Mapping[str, Any], step: str, state: object) -> str:
+    if state == KILLED:
+        return "the run was killed before it ended (its process is gone)"
+    if state == UNRECORDED:
+        return "the run ended, but its record could not be written"
+    field = "skipped" if state == "skipped" else "errors"
+    return _text_of(record.get(field), step) or ""

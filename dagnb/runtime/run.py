@@ -353,7 +353,8 @@ class Run:
         self._recorded = True
         if self.order:
             states = self.states()
-            self._folder.close(states, self.graph_name, self._why_skipped(states))
+            skipped, errors = self._why_not_done(states)
+            self._folder.close(states, self.graph_name, skipped, errors)
 
     def abandon(self, held: bool) -> list[str]:
         """The thread waiting for the run gives up on it after Ctrl-C's grace, the run's
@@ -377,13 +378,16 @@ class Run:
             self._record()
         return self.left_running
 
-    def _why_skipped(self, states: Mapping[str, str]) -> dict[str, str]:
-        """Why each skipped step was (the upstream step that failed), for the record."""
-        if "skipped" not in states.values():
-            return {}
+    def _why_not_done(self, states: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+        """Why each skipped step was (the upstream step that failed), and the error of
+        each failed or cancelled one (masked, as its status row's), for the record."""
+        if all(state in ("succeeded", "cached") for state in states.values()):
+            return {}, {}  # (most runs: no status rows made)
         rows = self.status_rows()
-        return {name: rows[name]["error"] for name, state in states.items()
-                if state == "skipped" and rows[name].get("error")}
+        why = {name: rows[name]["error"] for name, state in states.items()
+               if state in NOT_OK and rows[name].get("error")}
+        skipped = {name: text for name, text in why.items() if states[name] == "skipped"}
+        return skipped, {name: _cut(text) for name, text in why.items() if name not in skipped}
 
     @property
     def cancel_requested(self) -> bool:
@@ -560,3 +564,13 @@ def _file_event(step: str, record: dict[str, Any], default_time: float) -> Event
 
 def _blank(value: Any) -> str:
     return "" if value is None else str(value)
+
+
+_ERROR_KEPT = 300  # characters of a step's error its run's record keeps
+
+
+def _cut(error: str) -> str:
+    """A step's error as its run's record keeps it: its first line (masked already),
+    cut short (a Python error's message may be long; the step's log holds the whole)."""
+    lines = error.strip().splitlines()
+    return bounded_line(lines[0] if lines else error, _ERROR_KEPT)
