@@ -997,9 +997,9 @@ def test_cache_clear_of_a_step_it_does_not_hold_is_refused(tmp_path, monkeypatch
     assert main(["cache", "clear", "--all"]) == 0
     capsys.readouterr()
     assert main(["cache", "clear", "--step", "lod"]) == 2  # (it said it twice, the same)
-    assert capsys.readouterr().err == (
-        f"dagnb: error: --step 'lod': the cache in {str(cache)!r} holds no entries; nothing "
-        "to clear\n")
+    assert capsys.readouterr().err == (  # (the folder's runs had load: the typo's fix)
+        f"dagnb: error: --step 'lod': the cache in {str(cache)!r} holds no entries; did you "
+        "mean 'load'?\n")
 
 
 @pytest.mark.parametrize(("args", "message"), [

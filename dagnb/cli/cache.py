@@ -122,11 +122,12 @@ def _list(args: argparse.Namespace) -> int:
     if store is None:
         return 0
     # (a typo is refused, as clear refuses it; a Memory function's plain name is taken)
-    step = None if args.step is None else held_step(store, args.step, otherwise="nothing to list")
+    step = None if args.step is None else held_step(store, args.step, otherwise="nothing to list",
+                                                    known=_recorded_steps(store))
     # (no DataFrame: pandas' import alone took 0.5 s)
     rows = store.entry_rows(step, on_disk=True)
     if not rows:
-        print("no entries")
+        print("no entries" + ("" if step is None else f" of step {step!r}"))
         return 0
     table = _entries_table(rows, store.default_ttl)
     print(text_table(table))
@@ -148,7 +149,8 @@ def _stats(args: argparse.Namespace) -> int:
         return 0
     rows = store.stats_by_step()
     if args.step is not None:  # (as list's --step: a typo refused, a plain name taken)
-        step = held_step(store, args.step, otherwise="nothing to show")
+        step = held_step(store, args.step, otherwise="nothing to show",
+                         known=_recorded_steps(store))
         rows = {step: rows[step]} if step in rows else {}
     if rows:
         print(stats_table(rows))
@@ -219,13 +221,27 @@ def _clear(args: argparse.Namespace) -> int:
     if store is None:
         return 0
     step = check_clear_scope(store, "dagnb cache clear", args.step, older, args.all,
-                             plain_names=True)
+                             plain_names=True, known=_recorded_steps(store, args.step))
     removed = store.clear(step, older)
+    if not removed and step is not None and older is None:  # (cleared before: rm -f's way)
+        print(f"no cache entry of step {step!r} in {store.location}: nothing to remove")
+        return 0
     print(f"removed {_entries(removed)}"
           + ("" if step is None else f" of step {step!r}")
           + ("" if older is None else f" created more than {args.older_than} ago")
           + f" from {store.location}" + kept_in_store(args.cache_dir, _downloaded_again(step)))
     return 0
+
+
+def _recorded_steps(store: Store, step: str | None = "") -> set[str]:
+    """The steps the runs recorded in the store's folder had (a step the cache holds no
+    entry of now, cleared before, is no typo); none looked up without a ``step``."""
+    from dagnb.runtime.history import recorded_runs
+
+    if step is None:
+        return set()
+    states = (record.get("states") for record in recorded_runs(store.location)[0])
+    return {name for found in states if isinstance(found, dict) for name in found}
 
 
 def _downloaded_again(step: str | None) -> str:
