@@ -45,6 +45,7 @@ import keyword
 import math
 import os
 import re
+import shlex
 import sys
 import urllib.parse
 import warnings
@@ -265,6 +266,18 @@ def close_sibling(given: str, folder: str | os.PathLike[str], suffix: str = "") 
     parent, slash, name = given.rstrip("/").rpartition("/")  # (``dat/``: ``dat``)
     close = closest(name, names)
     return None if close is None else f"{parent}{slash}{close}"
+
+
+def value_split_at(parser: Any, words: Sequence[str], at: int) -> str | None:
+    """``words[at]`` written back into the value before it, quoted, when the word two
+    before is an option of ``parser`` that takes one value: ``--timeout 10 minutes``
+    reads as ``--timeout '10 minutes'``, a value a space split (the terminal's and the
+    notebook's parsers refuse ``minutes`` as no step, or no argument). None otherwise."""
+    option = words[at - 2] if at >= 2 else None
+    if option is None or not any(action.nargs is None and option in action.option_strings
+                                 for action in parser._actions):
+        return None
+    return shlex.join([option, f"{words[at - 1]} {words[at]}"])
 
 
 def closest(word: object, choices: Iterable[str], *, cutoff: float = 0.6) -> str | None:

@@ -228,11 +228,9 @@ class _Parser(argparse.ArgumentParser):
         """Of the ``later`` words, those right after an option's value, each with how
         that value is written quoted: ``--timeout 10 minutes`` is a value with a space
         (``--timeout '10 minutes'``), more likely than a step named ``minutes``."""
-        valued = {option for action in self._actions if action.nargs is None
-                  for option in action.option_strings}  # (options that take one value)
-        return {word: shlex.join([args[at - 2], f"{args[at - 1]} {word}"])
-                for at, word in enumerate(args)
-                if word in later and at >= 2 and args[at - 2] in valued}
+        split = {word: checks.value_split_at(self, args, at)
+                 for at, word in enumerate(args) if word in later}
+        return {word: quoted for word, quoted in split.items() if quoted is not None}
 
     def _named_after_flag(self, args: Any, extras: Sequence[str]) -> str:
         """`` (--refresh takes no step name: --refresh-step load)`` for ``run wf.yml

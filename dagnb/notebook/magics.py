@@ -33,7 +33,7 @@ from dagnb.cache.clearing import check_clear_options, check_clear_scope, kept_in
 from dagnb.cache.explain import without_diff
 from dagnb.cache.location import pin_relative_folder
 from dagnb.cache.secret_scan import known_secrets
-from dagnb.checks import closest, known_keys
+from dagnb.checks import closest, known_keys, value_split_at
 from dagnb.config import check_cache_mode, configured_by, settings
 from dagnb.errors import (
     CacheMissError,
@@ -190,10 +190,8 @@ def _spaces_hint(message: str, words: list[str], parser: Any) -> str:
     if not first or first.startswith("-") or first not in words:
         return ""
     at = words.index(first)
-    valued = {option for action in parser._actions if action.nargs is None
-              for option in action.option_strings}  # (options that take one value)
-    if at >= 2 and words[at - 2] in valued:
-        quoted = shlex.join([words[at - 2], f"{words[at - 1]} {first}"])
+    quoted = value_split_at(parser, words, at)
+    if quoted is not None:
         return f"{_QUOTE_IT}{quoted}"
     if at == 1 and "name" in positional:
         return f"{_ONE_WORD}{words[0]}_{first}"
