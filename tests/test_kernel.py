@@ -1214,26 +1214,67 @@ def test_a_reader_of_a_variable_two_steps_publish_is_told_it_runs_after_neither(
     assert warnings_of(kernel.run("%dagger run")) == []
 
 
-def test_a_renamed_cells_old_step_is_named_with_the_remove_that_fixes_it(
-        kernel: Kernel) -> None:
-    """%%dagger load renamed %%dagger fetch (same --outputs rows) kept load: a reader was
-    told two steps publish rows, save refused, and neither said to remove load. The cell
-    id is the one Jupyter front ends send with each cell (ipykernel passes it to IPython's
-    run_cell, as here)."""
-    def in_cell(source: str, cell_id: str) -> str:
-        return f"get_ipython().run_cell({source!r}, cell_id={cell_id!r});"
+def _in_cell(source: str, cell_id: str) -> str:
+    """Code that runs ``source`` as the notebook cell ``cell_id`` (the id Jupyter front
+    ends send with each cell; ipykernel passes it to IPython's run_cell, as here)."""
+    return f"get_ipython().run_cell({source!r}, cell_id={cell_id!r});"
 
-    kernel.run(in_cell("%%dagger load --python --outputs rows\nrows = [1, 2]\n", "c1"))
-    kernel.run(in_cell("%%dagger fetch --python --outputs rows\nrows = [1, 2, 3]\n", "c1"))
+
+def test_a_renamed_cell_takes_its_old_step_out_of_the_graph(kernel: Kernel) -> None:
+    """%%dagger load renamed %%dagger fetch (same --outputs rows) kept load: it stayed in
+    status and graph and ran with every %dagger run, a reader of rows was told two steps
+    publish it, and save refused, where the notebook's file (dagnb run NOTEBOOK) has no
+    load."""
+    kernel.run(_in_cell("%%dagger load --python --outputs rows\nrows = [1, 2]\n", "c1"))
+    said = kernel.printed(_in_cell("%%dagger fetch --python --outputs rows\n"
+                                   "rows = [1, 2, 3]\n", "c1"))
+    assert said.splitlines()[0] == ("dagnb: the cell that defined 'load' now defines 'fetch': "
+                                    "step 'load' is out of the graph (its cache entries stay)")
+    assert kernel.value("get_session().graph.names") == "['fetch']"
+    assert warnings_of(kernel.run("%%dagger count --python --outputs n\nn = len(rows)\n")) == []
+    assert kernel.value("n") == "3"
+    assert usage_error(kernel.run("%dagger save flow.yml")) == ""
+    again = kernel.printed(_in_cell("%%dagger fetch --python --outputs rows\n"
+                                    "rows = [1, 2, 3]\n", "c1"))
+    assert "now defines" not in again  # (said once: nothing left to take out)
+
+
+def test_a_renamed_cells_old_step_another_needs_stays_and_the_fix_is_named(
+        kernel: Kernel) -> None:
+    """The old step stays while another step needs it (taking it out would strand that
+    one), said at each run of the renamed cell with its fix; a reader of a variable both
+    publish is told which cell now defines which, and save's refusal says the same."""
+    kernel.run(_in_cell("%%dagger load --python --outputs rows\nrows = [1, 2]\n", "c1"))
+    kernel.run("%%dagger first --python --needs load --outputs head\nhead = load[0]\n")
+    kept = ("dagnb: the cell that defined 'load' now defines 'fetch'; step 'load' stays, as "
+            "'first' needs it: rename the need to 'fetch' in its cell, or %dagger remove "
+            "load once none needs it")
+    for _ in range(2):
+        said = kernel.printed(_in_cell("%%dagger fetch --python --outputs rows\n"
+                                       "rows = [1, 2, 3]\n", "c1"))
+        assert said.splitlines()[0] == kept
+    assert kernel.value("sorted(get_session().graph.names)") == "['fetch', 'first', 'load']"
     fix = "the cell that defined 'load' now defines 'fetch': %dagger remove load"
     warned = warnings_of(kernel.run("%%dagger count --python --outputs n\nn = len(rows)\n"))
     assert len(warned) == 1 and warned[0].endswith(f"give it --needs the one it means; {fix}")
     refused = usage_error(kernel.run("%dagger save flow.yml"))
     assert refused.startswith("step 'count' reads notebook variable 'rows', which steps "
                               "'load', 'fetch' all output; ") and refused.endswith(fix)
-    kernel.run("%dagger remove load")
-    assert usage_error(kernel.run("%dagger save flow.yml")) == ""
-    assert warnings_of(kernel.run("%dagger run")) == []
+
+
+def test_a_renamed_cell_that_is_refused_keeps_its_old_step(kernel: Kernel) -> None:
+    kernel.run(_in_cell("%%dagger load\necho load\n", "c1"))
+    refused = kernel.run(_in_cell("%%dagger fetch --needs nosuch\necho fetch\n", "c1"))
+    assert "now defines" not in _shown_text(refused)
+    assert kernel.value("get_session().graph.names") == "['load']"
+
+
+def test_a_renamed_cell_whose_new_step_needs_the_old_keeps_both_and_says_nothing(
+        kernel: Kernel) -> None:
+    kernel.run(_in_cell("%%dagger load\necho load\n", "c1"))
+    said = kernel.printed(_in_cell("%%dagger fetch --needs load\necho fetch\n", "c1"))
+    assert "now defines" not in said
+    assert kernel.value("sorted(get_session().graph.names)") == "['fetch', 'load']"
 
 
 def test_steps_reading_each_others_variables_are_told_neither_is_ordered(

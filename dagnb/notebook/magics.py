@@ -356,10 +356,12 @@ class DaggerMagics(Magics):
         cell_id = _running_cell_id(self.shell)
         if args.define_only or not _selected(step.name):
             self.session.define(step, outputs, cell_id)
+            _say(self.session.retire_renamed(step.name, cell_id))
             return
         with self.session.defining(step, outputs, cell_id):  # a run that cannot start
             #                                                   undoes it
             run, view = self._start([step.name], args, focus=step.name)
+        _say(self.session.retire_renamed(step.name, cell_id))
         self._follow(run, view, args)
 
     def _run(self, targets: list[str] | None, args: Any, **options: Any) -> Text | None:
@@ -536,6 +538,11 @@ def _cmd_run(self: DaggerMagics, rest: str) -> Text | None:
     if args.tags:
         options["tags"] = parse_names(args.tags)
     return self._run(args.names or None, args, **options)
+
+
+def _say(line: str | None) -> None:
+    if line is not None:
+        print(line, flush=True)
 
 
 def _running_cell_id(shell: Any) -> str | None:

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dagnb.cache import session_store, store_for
-from dagnb.checks import did_you_mean, warn_user
+from dagnb.checks import did_you_mean, listed, warn_user
 from dagnb.config import context
 from dagnb.errors import (
     CycleError,
@@ -192,6 +192,31 @@ class Session:
         self.graph.remove(name)
         self.outputs.pop(name, None)
         self._cells.pop(name, None)
+
+    def retire_renamed(self, name: str, cell: str | None) -> str | None:
+        """Once cell ``cell`` has defined step ``name``, take out the steps it defined
+        before under other names (its cell renamed: the kernel's graph is the
+        notebook's, as ``dagnb run NOTEBOOK`` builds it, where no cell defines the old
+        one). One that other steps still need stays, said with its fix. The lines that
+        say what became of them; None when the cell renamed nothing."""
+        olds = [step for step, defined_by in self._cells.items()
+                if cell and defined_by == cell and step != name and step in self.graph]
+        said = [self._retire(old, name) for old in olds]
+        return "\n".join(line for line in said if line) or None
+
+    def _retire(self, old: str, name: str) -> str | None:
+        needing = [s.name for s in self.graph if old in s.needs]
+        if name in needing:  # (the cell's new step needs the old: both are meant)
+            return None
+        if needing:  # (said at each run of the cell, until fixed)
+            return (f"dagnb: the cell that defined {old!r} now defines {name!r}; step {old!r} "
+                    f"stays, as {listed([repr(n) for n in needing])} "
+                    f"need{'s' if len(needing) == 1 else ''} it: rename the need to {name!r} "
+                    f"in {'its cell' if len(needing) == 1 else 'their cells'}, or "
+                    f"%dagger remove {old} once none needs it")
+        self.remove(old)
+        return (f"dagnb: the cell that defined {old!r} now defines {name!r}: step {old!r} is "
+                "out of the graph (its cache entries stay)")
 
     def removal_fix(self, publishers: Iterable[str]) -> str:
         """What to add to a line saying ``publishers`` all publish one variable: how to
