@@ -232,6 +232,19 @@ def _line_secrets(line: str) -> list[str]:
     return [name for name in found if name and "$" not in name and "{" not in name]
 
 
+def line_params(line: str) -> list[tuple[str, str]]:
+    """The ``NAME=VALUE`` pairs a ``%%dagger`` line's ``--param`` (or ``--param=``) give,
+    as written (``$n`` unexpanded), read without running the cell."""
+    try:
+        words = shlex.split(line)
+    except ValueError:  # (an unclosed quote: the magic refuses the line when it runs)
+        return []
+    given = [after for before, after in itertools.pairwise(words) if before == "--param"]
+    given += [word.partition("=")[2] for word in words if word.startswith("--param=")]
+    return [(name.strip(), value) for name, eq, value in (g.partition("=") for g in given)
+            if eq and name.strip()]
+
+
 def _keyword_secrets(source: str) -> set[str]:
     """The text literals in a ``secrets=[...]`` (or tuple) keyword of any call."""
     return {item.value for node in ast.walk(_parsed(source)) if isinstance(node, ast.keyword)

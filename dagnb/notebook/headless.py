@@ -57,6 +57,7 @@ import functools
 import json
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -82,6 +83,7 @@ from dagnb.notebook.document import (
     bound_names,
     dagger_cells,
     declared_secrets,
+    line_params,
     read_notebook,
     read_notebook_tagged,
     text_names,
@@ -470,6 +472,7 @@ def _inject_parameters(nbformat: Any, notebook: Any, params: Mapping[str, Any],
         _check_parameter_names(params, bound_names(source), path)
         params = {**params, **_kept_as_typed(params, typed, text_names(source))}
     else:
+        _refuse_step_params(params, notebook.cells, path)
         checks.warn_user(
             f"--param {', '.join(map(repr, params))}: no cell of {str(path)!r} is tagged "
             "'parameters', so the values are set in a cell put at the top, which a later "
@@ -481,6 +484,35 @@ def _inject_parameters(nbformat: Any, notebook: Any, params: Mapping[str, Any],
     cell.metadata["tags"] = ["injected-parameters"]
     notebook.cells.insert(tagged[0] + 1 if tagged else 0, cell)
     return dict(params)
+
+
+def _refuse_step_params(params: Mapping[str, Any], cells: Sequence[Any], path: Path) -> None:
+    """With no parameters cell, refuse a param that no cell mentions but a ``%%dagger``
+    line gives as its step's own (``--param n=5``): set in a cell at the top, it would
+    change nothing, where a workflow file's ``--param n=3`` sets its steps' ``n`` (the
+    run served every step from the cache, n=3 recorded, unused)."""
+    found = dagger_cells([(cell.cell_type, cell.source) for cell in cells])
+    for name in params:
+        given = [(cell.name, value) for cell in found for named, value in line_params(cell.line)
+                 if named == name and "$" not in value and "{" not in value]
+        if not given or _mentioned(name, cells):
+            continue
+        step, value = given[0]
+        raise WorkflowError(
+            f"--param {name!r}: no cell of {str(path)!r} reads a variable {name!r}; step "
+            f"{step!r} has a param {name} of its own (--param {name}={value} on its %%dagger "
+            f"line), which a notebook's --param does not set: write --param {name}=${name} "
+            f"on that line, and {name} = {value} in a cell tagged 'parameters'")
+
+
+def _mentioned(name: str, cells: Sequence[Any]) -> bool:
+    """Whether a cell's text names ``name`` other than as a ``--param NAME=`` of a
+    ``%%dagger`` line (a read, an assignment, a ``$name``, a comment: then setting it may
+    matter)."""
+    word = re.compile(rf"(?<![\w.-]){re.escape(name)}\b")
+    own = re.compile(rf"--param[ =]+{re.escape(name)}=")
+    return any(word.search(own.sub("", cell.source)) for cell in cells
+               if cell.cell_type == "code")
 
 
 def _tagged(cell: Any, tag: str) -> bool:
