@@ -777,9 +777,9 @@ def add_subcommands(sub: Any) -> None:
     listing = actions.add_parser("list", help="the templates as a table")
     listing.add_argument("--category", default=None, help="only this category")
     show = actions.add_parser("show", help="a template's description and parameters")
-    show.add_argument("id")
+    show.add_argument("id", nargs="?", default=None, help="the template (none: their ids)")
     new = actions.add_parser("new", help="write a workflow file from a template")
-    new.add_argument("id")
+    new.add_argument("id", nargs="?", default=None, help="the template (none: their ids)")
     new.add_argument("path", nargs="?", default=None, metavar="OUTPUT",
                      help="the workflow file to write (the same as -o)")
     new.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE",
@@ -824,8 +824,17 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _template(args: argparse.Namespace) -> templates.Template:
+    """The template ``args.id`` names; none named, refused naming the ids there are."""
+    if args.id is None:
+        known = sorted(row["id"] for row in templates.table_rows(None))
+        raise ConfigError(f"dagnb templates {args.action} ID: name the template, one of "
+                          f"{checks.listed(known)} (dagnb templates list describes them)")
+    return templates.get(args.id)
+
+
 def _show(args: argparse.Namespace) -> int:
-    template = templates.get(args.id)
+    template = _template(args)
     print(f"{template.id}: {template.name} [{template.category}]")
     print(template.description)
     print("parameters:")
@@ -839,7 +848,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _new(args: argparse.Namespace) -> int:
-    template = templates.get(args.id)
+    template = _template(args)
     values = template.values(_pairs(args.param), from_text=True)
     if args.path is not None and args.output is not None and args.path != args.output:
         raise ConfigError(f"templates new was given two files to write, {args.path!r} and "
