@@ -453,6 +453,18 @@ def test_a_misspelt_or_other_tools_command_names_the_one_meant(argv, meant, caps
     assert capsys.readouterr().err.rstrip().endswith(f"; did you mean {meant!r}?")
 
 
+@pytest.mark.parametrize("argv", [["cache", "explain", "a"], ["cache", "history"],
+                                  ["config", "logs"]])
+def test_another_command_given_as_an_action_is_named_as_the_command_it_is(argv, capsys):
+    # (argparse listed the cache actions: the notebook's %dagger cache explain is the
+    # terminal's dagnb explain)
+    with pytest.raises(SystemExit) as refused:
+        main(argv)
+    assert refused.value.code == 2
+    assert capsys.readouterr().err.rstrip().endswith(
+        f"; {argv[1]} is a command of its own: dagnb {argv[1]} (dagnb {argv[1]} -h says how)")
+
+
 def test_a_command_like_none_names_none(capsys) -> None:
     with pytest.raises(SystemExit):
         main(["cache", "xyz"])

@@ -184,6 +184,8 @@ class _Parser(argparse.ArgumentParser):
                     "dagnb config show KEY shows it")
         close = _OTHER_NAMES.get(word) if _OTHER_NAMES.get(word) in choices else None
         close = close or checks.closest(word, choices)
+        if not close and word in _COMMANDS and self.prog != "dagnb":  # (dagnb cache explain)
+            return f"; {word} is a command of its own: dagnb {word} (dagnb {word} -h says how)"
         return f"; did you mean {close!r}?" if close else ""
 
     def _optional_words_placed(self, parsed: argparse.Namespace, args: Any,
