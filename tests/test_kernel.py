@@ -1876,6 +1876,11 @@ def test_history_run_lists_one_run_s_steps_and_why(kernel: Kernel) -> None:
         ".to_dict('records')"))
     assert [row["step"] for row in rows] == ["prep", "boom"]
     assert rows[0]["state"] == "cached" and len(rows[0]["entry"]) == 12
-    assert (rows[1]["state"], rows[1]["entry"], rows[1]["why"]) == ("failed", "", "exit code 3")
+    assert (rows[1]["state"], rows[1]["entry"], rows[1]["why"]) == ("failed", None, "exit code 3")
+    assert rows[0]["why"] is None
+    kernel.run("%%dagger boom --needs prep\necho fixed\n")
+    fixed_run = kernel.value("get_session().runs[-1]['run']").strip("'")
+    ok = kernel.value(f"%dagger history --run {fixed_run}")
+    assert ok.splitlines()[0].split() == ["step", "state", "entry"]  # (no why: hidden)
     assert usage_error(kernel.run("%dagger history --run nosuch")).startswith(
         "--run 'nosuch': no run of that id in this session, nor recorded in ")

@@ -258,7 +258,8 @@ def run_steps_frame(session: Session, given: str) -> pd.DataFrame:
         raise DagnbError(f"--run {given!r}: no run of that id in this session, nor "
                          f"recorded in {str(local_folder())!r}; %dagger history lists "
                          "this session's runs")
-    frame = pd.DataFrame(rows, columns=RUN_STEPS_COLUMNS)
+    blank_as_none = [{name: value or None for name, value in row.items()} for row in rows]
+    frame = pd.DataFrame(blank_as_none, columns=RUN_STEPS_COLUMNS)  # (None: hidden if all)
     as_text(frame, RUN_STEPS_COLUMNS)
     return shown(frame, empty=f"run {wanted} had no steps", hide_blank=("entry", "why"),
                  left=True)
