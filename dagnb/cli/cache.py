@@ -221,7 +221,8 @@ def _clear(args: argparse.Namespace) -> int:
     if store is None:
         return 0
     step = check_clear_scope(store, "dagnb cache clear", args.step, older, args.all,
-                             plain_names=True, known=_recorded_steps(store, args.step))
+                             plain_names=True,
+                             known=() if args.step is None else _recorded_steps(store))
     removed = store.clear(step, older)
     if not removed and step is not None and older is None:  # (cleared before: rm -f's way)
         print(f"no cache entry of step {step!r} in {store.location}: nothing to remove")
@@ -233,13 +234,11 @@ def _clear(args: argparse.Namespace) -> int:
     return 0
 
 
-def _recorded_steps(store: Store, step: str | None = "") -> set[str]:
-    """The steps the runs recorded in the store's folder had (a step the cache holds no
-    entry of now, cleared before, is no typo); none looked up without a ``step``."""
+def _recorded_steps(store: Store) -> set[str]:
+    """The steps the runs recorded in the store's folder had: a step the cache holds no
+    entry of now (cleared before) is no typo."""
     from dagnb.runtime.history import recorded_runs
 
-    if step is None:
-        return set()
     states = (record.get("states") for record in recorded_runs(store.location)[0])
     return {name for found in states if isinstance(found, dict) for name in found}
 
