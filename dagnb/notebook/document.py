@@ -221,28 +221,34 @@ def declared_secrets(cells: Iterable[tuple[str, str]]) -> set[str]:
     return names
 
 
-def _line_secrets(line: str) -> list[str]:
-    """The names a ``%%dagger`` line's ``--secret NAME`` (or ``--secret=NAME``) give."""
+def line_values(line: str, option: str) -> list[str]:
+    """The values a ``%%dagger`` line gives ``option`` (``--param``), each time it is
+    given (``--param a=1 --param=b=2``), as written (``$n`` unexpanded), read without
+    running the cell; none from a line with an unclosed quote (the magic refuses it when
+    the cell runs)."""
     try:
         words = shlex.split(line)
-    except ValueError:  # (an unclosed quote: the magic refuses the line when it runs)
+    except ValueError:
         return []
-    found = [after for before, after in itertools.pairwise(words) if before == "--secret"]
-    found += [word.partition("=")[2] for word in words if word.startswith("--secret=")]
-    return [name for name in found if name and "$" not in name and "{" not in name]
+    values = []
+    for before, word in itertools.pairwise(["", *words]):
+        if before == option:
+            values.append(word)
+        elif word.startswith(f"{option}="):
+            values.append(word.partition("=")[2])
+    return values
+
+
+def _line_secrets(line: str) -> list[str]:
+    """The names a ``%%dagger`` line's ``--secret NAME`` (or ``--secret=NAME``) give."""
+    return [name for name in line_values(line, "--secret")
+            if name and "$" not in name and "{" not in name]
 
 
 def line_params(line: str) -> list[tuple[str, str]]:
-    """The ``NAME=VALUE`` pairs a ``%%dagger`` line's ``--param`` (or ``--param=``) give,
-    as written (``$n`` unexpanded), read without running the cell."""
-    try:
-        words = shlex.split(line)
-    except ValueError:  # (an unclosed quote: the magic refuses the line when it runs)
-        return []
-    given = [after for before, after in itertools.pairwise(words) if before == "--param"]
-    given += [word.partition("=")[2] for word in words if word.startswith("--param=")]
-    return [(name.strip(), value) for name, eq, value in (g.partition("=") for g in given)
-            if eq and name.strip()]
+    """The ``NAME=VALUE`` pairs a ``%%dagger`` line's ``--param`` (or ``--param=``) give."""
+    pairs = (given.partition("=") for given in line_values(line, "--param"))
+    return [(name.strip(), value) for name, eq, value in pairs if eq and name.strip()]
 
 
 def _keyword_secrets(source: str) -> set[str]:

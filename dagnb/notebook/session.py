@@ -18,7 +18,6 @@ import contextlib
 import functools
 import itertools
 import json
-import shlex
 import threading
 import warnings
 from collections.abc import Callable, Collection, Iterable, Iterator, MutableMapping
@@ -45,6 +44,7 @@ from dagnb.notebook.document import (
     DaggerCell,
     dagger_cells,
     kernel_notebook_path,
+    line_values,
     read_notebook,
 )
 from dagnb.notebook.unready import name_error_note, other_thread_note, unready_line
@@ -738,17 +738,9 @@ class Session:
 def _line_needs(line: str) -> tuple[str, ...]:
     """The steps a ``%%dagger`` line's ``--needs`` names (its last, as the parser takes
     it), read without running the cell: none that reads a notebook variable (``$up``)."""
-    try:
-        words = shlex.split(line)
-    except ValueError:  # (an unclosed quote: the magic refuses the line when it runs)
-        return ()
-    given = ""
-    for before, word in itertools.pairwise(["", *words]):
-        if before == "--needs":
-            given = word
-        elif word.startswith("--needs="):
-            given = word.partition("=")[2]
-    return tuple(n for n in parse_names(given) if "$" not in n and "{" not in n)
+    given = line_values(line, "--needs")
+    return tuple(n for n in parse_names(given[-1] if given else "")
+                 if "$" not in n and "{" not in n)
 
 
 def _needs_path(start: str, goal: str,
