@@ -136,3 +136,21 @@ def test_a_killed_run_s_steps_say_it_was_killed(folder, capsys):
     assert code == 0, out
     assert _steps_table(out)[1] == ["nap", "killed",
                                     "the run was killed before it ended (its process is gone)"]
+
+
+@pytest.mark.slow  # (a kernel starts: CI's oldest-Python leg leaves it out)
+def test_a_notebook_s_run_lists_its_steps_and_names_no_logs_command(tmp_path: Path, capsys):
+    """dagnb logs reads workflow files' runs, not notebooks' (their lines are the cells'
+    outputs): a command naming the notebook would be refused."""
+    (tmp_path / "nb.py").write_text("# %%\n%load_ext dagnb\n\n# %%\n%%dagger boom\n"
+                                    "echo about to fail; exit 4\n")
+    done = subprocess.run([sys.executable, "-m", "dagnb", "run", "nb.py"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 1, done.stderr
+    log = (tmp_path / ".dagnb_cache/.runs/records.jsonl").read_text().splitlines()
+    run_id = json.loads(log[-1])["run"]
+    code, out = _dagnb(capsys, "history", "--cache-dir", str(tmp_path / ".dagnb_cache"),
+                       "--run", run_id)
+    assert code == 0
+    assert _steps_table(out)[1] == ["boom", "failed", "exit code 4"]
+    assert "dagnb logs" not in out

@@ -141,7 +141,7 @@ def run(args: argparse.Namespace, workflow: Workflow | None) -> int:
     mask = _params_mask(workflow, shown, args.cache_dir)
     print(_table(shown, mask))
     if args.run is not None:
-        _print_steps(shown[0], mask, _file_of(shown[0]), args.cache_dir)
+        _print_steps(shown[0], mask, args.cache_dir)
         _print_params_whole(shown[0], mask)
     if len(shown) < total:
         print(f"(the last {len(shown)} of {total} runs; --last all shows every one)")
@@ -190,10 +190,11 @@ def _the_run(records: list[dict[str, Any]], args: argparse.Namespace,
 
 
 def _print_steps(record: dict[str, Any], mask: Callable[[str], str],
-                 file: str | None, cache_dir: str | None) -> None:
+                 cache_dir: str | None) -> None:
     """The run's steps, one a line: how each ended, its cache entry, why it did not end
-    well (secrets masked as now set too); then the command that shows a failed or
-    cancelled step's lines (in ``cache_dir``, the one given)."""
+    well (secrets masked as now set too); then, for a workflow file's run, the command
+    that shows a failed or cancelled step's lines (in ``cache_dir``, the one given; a
+    notebook's are its cells' outputs, which dagnb logs does not read)."""
     from dagnb.runtime.history import run_steps
     from dagnb.views.progress import text_table
 
@@ -205,7 +206,8 @@ def _print_steps(record: dict[str, Any], mask: Callable[[str], str],
     print(f"\nthe steps of run {record.get('run')}:")
     print(text_table(rows, columns))
     ended_badly = [row["step"] for row in rows if row["state"] in ("failed", "cancelled")]
-    if ended_badly and file is not None and not record.get("read_only"):
+    file = record.get("source")
+    if ended_badly and isinstance(file, str) and not record.get("read_only"):
         where = "" if cache_dir is None else f" --cache-dir {shlex.quote(cache_dir)}"
         print(f"the lines of {ended_badly[0]!r}: dagnb logs {shlex.quote(_from_here(file))} "
               f"{shlex.quote(ended_badly[0])} --run {record.get('run')}{where}")
