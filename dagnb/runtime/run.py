@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = ["Run"]
 
 NOT_OK = ("failed", "cancelled", "skipped")
+_NOT_OK_SET = frozenset(NOT_OK)
 FAILED_TAIL = 10  # stderr lines of each failed step in a RunFailed
 CANCELLED = "the run was cancelled"  # why a step not ended was, as the scheduler says it
 LEFT_IN_A_CALL = "the run was cancelled; the step did not return from a call in C code in time"
@@ -381,7 +382,7 @@ class Run:
     def _why_not_done(self, states: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
         """Why each skipped step was (the upstream step that failed), and the error of
         each failed or cancelled one (masked, as its status row's), for the record."""
-        if all(state in ("succeeded", "cached") for state in states.values()):
+        if _NOT_OK_SET.isdisjoint(states.values()):  # (one C call, whatever the size)
             return {}, {}  # (most runs: no status rows made)
         rows = self.status_rows()
         why = {name: rows[name]["error"] for name, state in states.items()
