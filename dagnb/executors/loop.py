@@ -1071,13 +1071,28 @@ def run_sync(coro: Coroutine[Any, Any, T], *, grace: float = 3.0) -> T:
             # started once the marking is in place: the loop thread, woken, then finds
             # this thread waiting and the GIL free (a run 12 µs sooner)
             future.start()
-            return future.result()
+            return _result(future)
     except KeyboardInterrupt as stop:
         future.cancel()
         _wait_for_cleanup(future, grace)
         if future.left_in_call and type(stop) is KeyboardInterrupt and not stop.args:
             raise KeyboardInterrupt(future.still_in_call()) from None  # (a subclass, the
         raise  #                                         CLI's SIGTERM, keeps its own)
+
+
+def _result(future: TaskFuture, timeout: float | None = None) -> Any:
+    """``future.result(timeout)``, a Ctrl-C that lands in it raised as itself. One that
+    lands in ``threading.Condition.wait`` after it let go of the future's lock and before
+    its ``try`` leaves the lock let go, and the ``with`` around the wait then raises
+    ``RuntimeError: cannot release un-acquired lock`` in its place (CPython's race, met
+    once in CI: ``dagnb run`` exited 1 with a traceback, not 130; the lock is free
+    again, as the next wait needs it)."""
+    try:
+        return future.result(timeout)
+    except RuntimeError as exc:
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            raise exc.__context__ from None
+        raise
 
 
 def _tell_if_held_by_abandoned() -> None:
@@ -1096,7 +1111,7 @@ def _wait_for_cleanup(future: TaskFuture, grace: float) -> None:
     and must not leave the SIGKILL undone, nor the run unrecorded (the task, held up,
     records it no more: it is given up on, :meth:`TaskFuture.abandon`)."""
     try:
-        future.result(timeout=grace)
+        _result(future, grace)
         return
     except (KeyboardInterrupt, concurrent.futures.TimeoutError):
         pass
