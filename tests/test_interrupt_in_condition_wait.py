@@ -69,3 +69,27 @@ def test_run_sync_meeting_the_race_raises_keyboard_interrupt_and_cancels_the_run
     assert futures[0].done() and futures[0].cancelled()  # (cleanup waited for, not left)
     monkeypatch.setattr(loop.TaskFuture, "start", start)
     assert loop.run_sync(asyncio.sleep(0, "again")) == "again"
+
+
+def test_a_background_run_s_wait_meeting_the_race_raises_keyboard_interrupt(
+        monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """``run.wait()`` (a notebook's wait for a --background run) waits on an Event, whose
+    Condition meets the same race."""
+    import time
+
+    import dagnb
+    from dagnb.runtime.prepare import start_background
+
+    graph = dagnb.Graph("bg", [dagnb.Step("nap", func=lambda: time.sleep(0.3))])
+    run = start_background(graph, cache_directory=str(tmp_path), executor="local")
+    release_save = threading.Condition._release_save
+
+    def released_then_interrupted(self):  # type: ignore[no-untyped-def]
+        release_save(self)
+        monkeypatch.setattr(threading.Condition, "_release_save", release_save)  # (once)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(threading.Condition, "_release_save", released_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run.wait(10)
+    assert run.wait(10).ok  # (waited for again, to its end)

@@ -1090,9 +1090,18 @@ def _result(future: TaskFuture, timeout: float | None = None) -> Any:
     try:
         return future.result(timeout)
     except RuntimeError as exc:
-        if isinstance(exc.__context__, KeyboardInterrupt):
-            raise exc.__context__ from None
-        raise
+        behind = interrupt_behind(exc)
+        if behind is exc:
+            raise
+        raise behind from None
+
+
+def interrupt_behind(exc: RuntimeError) -> BaseException:
+    """The KeyboardInterrupt a RuntimeError of that race stands for (the one it was
+    raised in the handling of), else ``exc`` itself: any wait on a
+    ``threading.Condition`` (an Event's too) in the main thread can meet it."""
+    context = exc.__context__
+    return context if isinstance(context, KeyboardInterrupt) else exc
 
 
 def _tell_if_held_by_abandoned() -> None:

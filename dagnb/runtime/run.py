@@ -483,7 +483,13 @@ class Run:
     def wait(self, timeout: float | None = None) -> Run:
         """Block until a background run ends (``TimeoutError`` after ``timeout``)."""
         if self._future is not None:
-            concurrent.futures.wait([self._future], timeout=timeout)
+            try:
+                concurrent.futures.wait([self._future], timeout=timeout)
+            except RuntimeError as exc:  # (a Ctrl-C in the wait's race: see loop._result)
+                behind = loop.interrupt_behind(exc)
+                if behind is exc:
+                    raise
+                raise behind from None
             if not self._future.done():
                 raise TimeoutError(f"run {self.id} still running after {timeout} s")
         return self
