@@ -1090,18 +1090,17 @@ def _result(future: TaskFuture, timeout: float | None = None) -> Any:
     try:
         return future.result(timeout)
     except RuntimeError as exc:
-        behind = interrupt_behind(exc)
-        if behind is exc:
-            raise
-        raise behind from None
+        raise_interrupt_behind(exc)
+        raise
 
 
-def interrupt_behind(exc: RuntimeError) -> BaseException:
-    """The KeyboardInterrupt a RuntimeError of that race stands for (the one it was
-    raised in the handling of), else ``exc`` itself: any wait on a
+def raise_interrupt_behind(exc: RuntimeError) -> None:
+    """Raise the KeyboardInterrupt a RuntimeError of that race stands for (the one it
+    was raised in the handling of); return for any other: any wait on a
     ``threading.Condition`` (an Event's too) in the main thread can meet it."""
     context = exc.__context__
-    return context if isinstance(context, KeyboardInterrupt) else exc
+    if isinstance(context, KeyboardInterrupt):
+        raise context from None
 
 
 def _tell_if_held_by_abandoned() -> None:

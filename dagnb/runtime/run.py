@@ -486,10 +486,8 @@ class Run:
             try:
                 concurrent.futures.wait([self._future], timeout=timeout)
             except RuntimeError as exc:  # (a Ctrl-C in the wait's race: see loop._result)
-                behind = loop.interrupt_behind(exc)
-                if behind is exc:
-                    raise
-                raise behind from None
+                loop.raise_interrupt_behind(exc)
+                raise
             if not self._future.done():
                 raise TimeoutError(f"run {self.id} still running after {timeout} s")
         return self
