@@ -27,6 +27,7 @@ from nbclient.util import run_sync
 from notebook_cells import KERNEL_ENV, LiveKernel, started_kernel
 
 import dagnb
+from dagnb.notebook.overview import STORED_BEFORE
 from dagnb.testing import wait_until
 
 pytestmark = pytest.mark.slow
@@ -1408,6 +1409,26 @@ def test_after_a_restart_status_names_no_variable_a_step_publishes_as_missing(
     assert _rows(kernel, _STATUS)["mid"] == ("never run", None)
     assert error(kernel.run(cells[3])) is None
     assert kernel.value("doubled") == "[0, 2, 4]"
+
+
+def test_after_a_restart_status_says_which_never_run_steps_a_run_restores(
+        kernel: Kernel, tmp_path: Path) -> None:
+    """Status listed every step as 'never run' after a restart, with nothing more, though
+    their results were stored: the notebook looked lost where a run would restore it all.
+    A step whose command changed since is 'never run' with no such note."""
+    cells = ["%load_ext dagnb", "%%dagger load\necho 1 > $DAGNB_OUTPUTS/n\n",
+             "%%dagger report --needs load\necho report\n"]
+    kernel.run(_into(tmp_path))
+    assert error(kernel.run(cells[1])) is None and error(kernel.run(cells[2])) is None
+    cells[2] = "%%dagger report --needs load\necho a new report\n"
+    save_notebook(kernel, cells)
+    kernel.restart()  # both steps defined from the file, report's command changed
+    kernel.run(f"{_into(tmp_path)}\nfrom dagnb.notebook.session import get_session")
+    assert _rows(kernel, _STATUS) == {"load": ("never run", STORED_BEFORE),
+                                      "report": ("never run", None)}
+    assert error(kernel.run("%dagger run")) is None
+    assert kernel.value(_RUN_STATES) == "{'load': 'cached', 'report': 'succeeded'}"
+    assert _rows(kernel, _STATUS) == {"load": ("cached", None), "report": ("succeeded", None)}
 
 
 def test_plan_reads_no_cached_result_the_notebook_holds_already(kernel: Kernel) -> None:

@@ -1,7 +1,8 @@
 """Views of the notebook, not of the last cell: every step the session knows, and its runs.
 
 ``%dagger status`` lists each step of the session's graph with the row of its latest run
-(whichever cell ran it), ``never run`` for a step defined but not run yet, ``stale``
+(whichever cell ran it), ``never run`` for a step defined but not run yet (noted when a run
+would restore it: stored before a restart), ``stale``
 for one whose inputs changed since (its key is no longer in the cache: ``%dagger plan``
 says why), and ``uncached`` for one whose result was not stored though nothing changed
 (``--no-cache``, a result that cannot be pickled). ``%dagger logs NAME`` reads the
@@ -57,12 +58,15 @@ def _not_fresh(session: Session, names: list[str], reads: Callable[[], Published
     theirs under another key, or an upstream step is stale), ``uncached`` when no result
     of theirs was stored (``--no-cache``, a result that cannot be pickled, a variable
     that cannot be fingerprinted), though nothing changed; None (the latest state holds)
-    for one that runs again only because an upstream result was not stored."""
+    for one that runs again only because an upstream result was not stored. A step this
+    kernel never ran whose result a run would restore (stored before a restart, or by
+    ``dagnb run NOTEBOOK``) stays ``never run``, with a note saying so."""
     done = [n for n in names if session.latest.get(n, {}).get("state") in _DONE]
-    if not done:
+    never = [n for n in names if n not in session.latest]
+    if not done and not never:
         return {}
     try:
-        plan = session.plan(done, reads=reads())  # (as a %dagger run would go)
+        plan = session.plan(done + never, reads=reads())  # (as a %dagger run would go)
     except DagnbError:
         return {}
     rerun = {row.step for row in plan.itertuples() if not row.cached}
@@ -71,7 +75,12 @@ def _not_fresh(session: Session, names: list[str], reads: Callable[[], Published
     for row in plan.itertuples():  # in order: upstream steps first
         if row.step in rerun and row.step in done:
             found[row.step] = _why_not_fresh(session, row, rerun, found, after)
+        elif row.step in never and row.step not in rerun:
+            found[row.step] = (None, STORED_BEFORE)
     return found
+
+
+STORED_BEFORE = "not run in this kernel; an earlier run stored its result, which a run restores"
 
 
 def _why_not_fresh(session: Session, row: Any, rerun: set[str],
