@@ -221,7 +221,7 @@ def test_dagnb_logs_reads_the_newest_run_that_had_the_step(failed, tmp_path):
     done = dagnb("logs", "wf.yml", "dbt", "--tail", "1", cwd=tmp_path)
     assert (done.returncode, done.stdout) == (0, "Done. PASS=3 ERROR=1\n"), done.stderr
     helped = dagnb("--help", cwd=tmp_path).stdout
-    assert "newest run of a workflow that had it" in " ".join(helped.split())
+    assert "newest run of a workflow or notebook that had it" in " ".join(helped.split())
 
 
 def _run_ids(tmp_path: Path) -> list[str]:
@@ -494,15 +494,17 @@ def test_dagnb_logs_prints_a_step_that_succeeded_unstored_without_the_cache_note
     assert (done.returncode, done.stdout, done.stderr) == (0, "fine-output\n", "")
 
 
-def test_dagnb_logs_refuses_a_notebook_in_one_line(tmp_path):
-    """A notebook's runs are recorded as "notebook", every notebook's: none is found."""
+def test_dagnb_logs_of_a_notebook_never_run_says_so_in_one_line(tmp_path):
+    """A notebook's runs are found by their origin, its file: none recorded yet."""
     cell = {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
             "source": "%%dagger step1\necho hi; exit 1"}
     (tmp_path / "x.ipynb").write_text(json.dumps(
         {"cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
     done = dagnb("logs", "x.ipynb", "step1", cwd=tmp_path)
     assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr.count("\n") == 1 and "'x.ipynb' is a notebook" in done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "no run of 'x.ipynb' recorded in" in done.stderr
+    assert "run it first (dagnb run x.ipynb)" in done.stderr
 
 
 def test_a_ctrl_c_pending_as_an_interrupted_command_exits_changes_no_exit_code(tmp_path):

@@ -139,9 +139,10 @@ def test_a_killed_run_s_steps_say_it_was_killed(folder, capsys):
 
 
 @pytest.mark.slow  # (a kernel starts: CI's oldest-Python leg leaves it out)
-def test_a_notebook_s_run_lists_its_steps_and_names_no_logs_command(tmp_path: Path, capsys):
-    """dagnb logs reads workflow files' runs, not notebooks' (their lines are the cells'
-    outputs): a command naming the notebook would be refused."""
+def test_a_notebook_s_run_lists_its_steps_and_the_logs_command_that_shows_them(
+        tmp_path: Path, capsys):
+    """dagnb logs used to refuse notebooks, so no command was named for a notebook's run;
+    it reads their runs now: the command named shows the failed step's lines."""
     (tmp_path / "nb.py").write_text("# %%\n%load_ext dagnb\n\n# %%\n%%dagger boom\n"
                                     "echo about to fail; exit 4\n")
     done = subprocess.run([sys.executable, "-m", "dagnb", "run", "nb.py"], cwd=tmp_path,
@@ -149,8 +150,12 @@ def test_a_notebook_s_run_lists_its_steps_and_names_no_logs_command(tmp_path: Pa
     assert done.returncode == 1, done.stderr
     log = (tmp_path / ".dagnb_cache/.runs/records.jsonl").read_text().splitlines()
     run_id = json.loads(log[-1])["run"]
-    code, out = _dagnb(capsys, "history", "--cache-dir", str(tmp_path / ".dagnb_cache"),
-                       "--run", run_id)
+    cache = str(tmp_path / ".dagnb_cache")
+    code, out = _dagnb(capsys, "history", "--cache-dir", cache, "--run", run_id)
     assert code == 0
     assert _steps_table(out)[1] == ["boom", "failed", "exit code 4"]
-    assert "dagnb logs" not in out
+    command = out.splitlines()[-1].split(": ", 1)[1]
+    notebook = os.path.relpath(tmp_path / "nb.py")  # (as the command names it)
+    assert command == f"dagnb logs {notebook} boom --run {run_id} --cache-dir {cache}"
+    code, out = _dagnb(capsys, *command.split()[1:])
+    assert (code, out) == (0, "about to fail\n")

@@ -925,12 +925,11 @@ command("cache")(cache_commands.run)
 
 @command("logs")
 def _logs(args: argparse.Namespace) -> int:
-    if _is_notebook(args.workflow):  # (its runs are recorded as "notebook", as every one's)
-        raise ConfigError(f"dagnb logs reads the runs of workflow files, and {args.workflow!r} "
-                          "is a notebook: its steps' lines are its cells' outputs (dagnb run "
-                          "NOTEBOOK -o OUT.ipynb keeps them)")
+    # (a notebook's runs are recorded as "notebook", every one's: found by their origin)
+    workflow = (logs_command.notebook_of(args.workflow, args.cache_dir)
+                if _is_notebook(args.workflow) else logs_command.workflow_of(args.workflow))
     _unfailing_stdout()
-    return logs_command.run(args, logs_command.workflow_of(args.workflow))
+    return logs_command.run(args, workflow)
 
 
 @command("history")

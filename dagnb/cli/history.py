@@ -158,7 +158,7 @@ def _records(folder: Path, workflow: Workflow | None,
         return recorded_runs(folder, last=last)
     if workflow.by_origin:
         records = [record for record in recorded_runs(folder)[0]
-                   if _same_file(record.get("origin"), workflow.source)]
+                   if same_file(record.get("origin"), workflow.source)]
         return (records if last is None else records[-last:]), len(records)
     if workflow.name is not None:
         return recorded_runs(folder, workflow.name, workflow.source, last=last)
@@ -167,7 +167,7 @@ def _records(folder: Path, workflow: Workflow | None,
     return (records if last is None else records[-last:]), len(records)
 
 
-def _same_file(origin: Any, path: Path) -> bool:
+def same_file(origin: Any, path: Path) -> bool:
     """Whether a record's ``origin`` names the file at ``path`` (by another spelling too:
     a kernel records the notebook's path as the front end gives it, through a link)."""
     return isinstance(origin, str) and (
@@ -192,9 +192,9 @@ def _the_run(records: list[dict[str, Any]], args: argparse.Namespace,
 def _print_steps(record: dict[str, Any], mask: Callable[[str], str],
                  cache_dir: str | None) -> None:
     """The run's steps, one a line: how each ended, its cache entry, why it did not end
-    well (secrets masked as now set too); then, for a workflow file's run, the command
-    that shows a failed or cancelled step's lines (in ``cache_dir``, the one given; a
-    notebook's are its cells' outputs, which dagnb logs does not read)."""
+    well (secrets masked as now set too); then, for the run of a workflow file or a
+    notebook, the command that shows a failed or cancelled step's lines (in
+    ``cache_dir``, the one given)."""
     from dagnb.runtime.history import run_steps
     from dagnb.views.progress import text_table
 
@@ -206,7 +206,7 @@ def _print_steps(record: dict[str, Any], mask: Callable[[str], str],
     print(f"\nthe steps of run {record.get('run')}:")
     print(text_table(rows, columns))
     ended_badly = [row["step"] for row in rows if row["state"] in ("failed", "cancelled")]
-    file = record.get("source")
+    file = record.get("source") or record.get("origin")
     if ended_badly and isinstance(file, str) and not record.get("read_only"):
         where = "" if cache_dir is None else f" --cache-dir {shlex.quote(cache_dir)}"
         print(f"the lines of {ended_badly[0]!r}: dagnb logs {shlex.quote(_from_here(file))} "

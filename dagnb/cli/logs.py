@@ -1,5 +1,9 @@
 """``dagnb logs WORKFLOW STEP``: the lines a step printed in the newest run that had it.
 
+``WORKFLOW`` is a workflow file, or a notebook (or a script that runs a graph): its runs
+are those whose record's ``origin`` is its file (every notebook's graph is named
+``notebook``), and its steps those of its runs (it is not loaded: that would run it).
+
 ``dagnb run`` points here under the last lines of a failed step. The lines come from the
 step's log files in the run's folder
 (``<cache>/.runs/<run>/<step>/logs-<attempt>.jsonl``, every attempt's, masked as they
@@ -61,8 +65,8 @@ __all__ = ["Workflow", "add_parser", "run", "workflow_of"]
 def add_parser(sub: Any) -> None:
     """Add ``logs`` to the ``dagnb`` parser's subparsers."""
     logs = sub.add_parser("logs", help="the lines a step printed in the newest run of a "
-                          "workflow that had it")
-    logs.add_argument("workflow", help="the workflow file (as given to dagnb run)")
+                          "workflow or notebook that had it")
+    logs.add_argument("workflow", help="the workflow file or notebook (as given to dagnb run)")
     logs.add_argument("step", nargs="?", default=None,
                       help="the step whose lines to show (none: the file's steps are listed)")
     logs.add_argument("--tail", default=None, metavar="N", help="only the last N lines")
@@ -75,12 +79,49 @@ def add_parser(sub: Any) -> None:
 
 class Workflow(NamedTuple):
     """A workflow file as ``dagnb logs`` reads it: the name and file its runs are
-    recorded under, its graph, or (None) why it does not load now (mid-edit)."""
+    recorded under, its graph, or (None) why it does not load now (mid-edit). A
+    notebook's (``origin``, the file its runs name: every notebook's graph is named
+    ``notebook``) has no graph: its steps are those its runs had."""
 
     name: str | None
-    source: Path
+    source: Path | None
     graph: Any | None
     problem: str | None = None
+    origin: str | None = None
+
+
+def notebook_of(path: str, cache_dir: str | None) -> Workflow:
+    """The notebook (or script) at ``path``: its runs are those whose ``origin`` is its
+    file (by any spelling of it, as ``dagnb history`` finds them), of the graph its
+    newest run ran (``notebook``, every notebook's; a script's own name)."""
+    from dagnb.cache import local_folder
+    from dagnb.cli.history import same_file
+    from dagnb.runtime.history import recorded_runs
+
+    source = Path(path).absolute()
+    newest = next((record for record in reversed(recorded_runs(local_folder(cache_dir))[0])
+                   if same_file(record.get("origin"), source)), None)
+    if newest is None and not source.is_file():  # (a typo: not "no run recorded")
+        raise ConfigError(checks.missing_file("notebook", path))
+    if newest is None:
+        return Workflow("notebook", None, None, origin=str(source))
+    return Workflow(str(newest.get("graph")), None, None, origin=newest["origin"])
+
+
+def _last_run(folder: Path, workflow: Workflow, step: str, **options: Any) -> StepInRun | None:
+    """``step`` in the newest run of ``workflow`` that had it (see ``last_run_of``)."""
+    from dagnb.runtime.history import ANY_ORIGIN, last_run_of
+
+    return last_run_of(folder, workflow.name, workflow.source, step,  # type: ignore[arg-type]
+                       origin=workflow.origin or ANY_ORIGIN, **options)
+
+
+def _runs(folder: Path, workflow: Workflow) -> list[dict[str, Any]]:
+    """The recorded runs of ``workflow``, oldest first."""
+    from dagnb.runtime.history import ANY_ORIGIN, recorded_runs
+
+    return recorded_runs(folder, workflow.name, workflow.source,
+                         origin=workflow.origin or ANY_ORIGIN)[0]
 
 
 def workflow_of(path: str) -> Workflow:
@@ -142,15 +183,18 @@ def _name_a_step(args: argparse.Namespace, workflow: Workflow) -> str:
     """The line asking for a step: the file's steps (or, when it does not load, those of
     its newest recorded run), and those that failed in its newest run."""
     from dagnb.cache import local_folder
-    from dagnb.runtime.history import recorded_runs
 
-    records = recorded_runs(local_folder(args.cache_dir), workflow.name, workflow.source)[0]
+    records = _runs(local_folder(args.cache_dir), workflow)
     states = records[-1].get("states") if records else None
     states = states if isinstance(states, dict) else {}
     steps = (list(workflow.graph.names) if workflow.graph is not None
              else [str(name) for name in states])
     failed = [name for name in steps if states.get(name) == "failed"]
     command = f"dagnb logs {shlex.quote(args.workflow)} STEP"
+    if not steps and workflow.origin is not None:
+        return (f"{command}: no run of {args.workflow} is recorded in "
+                f"{str(local_folder(args.cache_dir))!r} yet (dagnb run {args.workflow} "
+                "records its runs, as running its cells does)")
     if not steps:
         return (f"{command}: name the step whose lines to show ({args.workflow} does not "
                 f"load now: {workflow.problem}; and no run of it is recorded)")
@@ -239,7 +283,10 @@ def _why_unstored(args: argparse.Namespace, workflow: Workflow) -> str:
 
 def _unlisted(args: argparse.Namespace, workflow: Workflow, found: StepInRun) -> str:
     """The line saying the file does not define the step now, or does not load ("":
-    it defines it): its lines come from the run records alone."""
+    it defines it): its lines come from the run records alone. A notebook's steps are
+    those of its runs: none to say."""
+    if workflow.origin is not None:
+        return ""
     if workflow.graph is None:
         return (f"{args.workflow} does not load now ({workflow.problem}); step "
                 f"{args.step!r} read from its run records: its lines in run {found.run}")
@@ -253,14 +300,13 @@ def _not_run(args: argparse.Namespace, workflow: Workflow, found: StepInRun) -> 
     """Why a step has no lines in the run asked for (it was skipped, or never started),
     and the newest run that ran it, with the command that shows its lines."""
     from dagnb.cache import local_folder
-    from dagnb.runtime.history import last_run_of
 
     why = (f"it was skipped because {found.why}" if found.why
            else "it was skipped: a step upstream of it did not succeed"
            if found.state == "skipped" else f"it was still {found.state} when the run ended")
     said = f"step {args.step!r} did not run in run {found.run}: {why}"
     folder = local_folder(args.cache_dir)
-    earlier = last_run_of(folder, workflow.name, workflow.source, args.step, ran=True)
+    earlier = _last_run(folder, workflow, args.step, ran=True)
     if earlier is None:
         return f"{said}; no recorded run of {args.workflow!r} ran it"
     return (f"{said}; it last ran in run {earlier.run} ({earlier.state}): "
@@ -286,8 +332,6 @@ def _last_log(args: argparse.Namespace, workflow: Workflow) -> tuple[StepInRun, 
         KILLED,
         NOT_RUN_STATES,
         UNRECORDED,
-        last_run_of,
-        recorded_runs,
         run_folder_of,
         run_id_meant,
         side_home,
@@ -299,9 +343,9 @@ def _last_log(args: argparse.Namespace, workflow: Workflow) -> tuple[StepInRun, 
     if named and not folder.is_dir() and not side_home(folder).is_dir():
         raise missing_folder(args.cache_dir, folder)
     if args.run is not None:  # (a unique start or end of its id names it)
-        ids = [r.get("run") for r in recorded_runs(folder, workflow.name, workflow.source)[0]]
+        ids = [r.get("run") for r in _runs(folder, workflow)]
         args.run = run_id_meant(args.run, ids)
-    found = last_run_of(folder, workflow.name, workflow.source, args.step, run=args.run)
+    found = _last_run(folder, workflow, args.step, run=args.run)
     if found is None:
         _refuse_unknown(args, workflow)
     if found is None and args.run is not None:
@@ -348,9 +392,9 @@ def _before_killed(args: argparse.Namespace, workflow: Workflow, folder: Path,
     killed before the step wrote a line (one served from the cache writes none: its
     lines are those of the entry, as an earlier run's record names it), said in a
     line; ``killed`` when there is none."""
-    from dagnb.runtime.history import KILLED, last_run_of
+    from dagnb.runtime.history import KILLED
 
-    earlier = last_run_of(folder, workflow.name, workflow.source, args.step, killed=False)
+    earlier = _last_run(folder, workflow, args.step, killed=False)
     if earlier is None:
         return killed
     how = ("was killed before it ended" if killed.state == KILLED
@@ -363,12 +407,32 @@ def _before_killed(args: argparse.Namespace, workflow: Workflow, folder: Path,
 
 def _refuse_unknown(args: argparse.Namespace, workflow: Workflow) -> None:
     """Refuse a step no record has that the file does not define, or any step no record
-    has when the file does not load (its error, and why it matters here)."""
+    has when the file does not load (its error, and why it matters here); of a
+    notebook, a step none of its recorded runs had."""
+    if workflow.origin is not None:
+        _refuse_unrecorded_step(args, workflow)
+        return
     if workflow.graph is None:
         raise ConfigError(f"{workflow.problem} (dagnb logs found no run record of this "
                           f"file with step {args.step!r}: name a step a recorded run had, or "
                           "fix the file)")
     workflow.graph[args.step]  # (unknown: refused, with its steps and the closest name)
+
+
+def _refuse_unrecorded_step(args: argparse.Namespace, workflow: Workflow) -> None:
+    """Refuse a step no recorded run of the notebook had, naming those its runs had
+    (the closest first) when it has runs at all (none: the caller says so)."""
+    from dagnb.cache import local_folder
+
+    if args.run is not None:
+        return  # (the caller names the run that lacks it)
+    steps = {str(name): None for record in _runs(local_folder(args.cache_dir), workflow)
+             for name in (record.get("states") or {})}
+    if steps:
+        hint = checks.did_you_mean(args.step, steps)
+        raise ConfigError(f"no recorded run of {args.workflow} had step {args.step!r}"
+                          f"{f' ({hint})' if hint else ''}; its runs had "
+                          f"{checks.listed(list(steps))}")
 
 
 def _elsewhere(args: argparse.Namespace) -> str:
@@ -460,10 +524,10 @@ def _replaced(args: argparse.Namespace, workflow: Workflow, found: StepInRun,
     since, and the command that shows the lines there now (of the run that stored them:
     the first recorded with that version of the entry)."""
     from dagnb.cache import local_folder
-    from dagnb.runtime.history import entry_created, recorded_runs
+    from dagnb.runtime.history import entry_created
 
     made = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.created))
-    records = recorded_runs(local_folder(args.cache_dir), workflow.name, workflow.source)[0]
+    records = _runs(local_folder(args.cache_dir), workflow)
     later = next((r["run"] for r in records if entry_created(r, args.step) == entry.created
                   and r.get("run") != found.run and isinstance(r.get("run"), str)), None)
     by, shows = ((f"by run {later}", f"{_logs_command(args, later)} shows those")
@@ -480,7 +544,7 @@ def _stored_elsewhere(args: argparse.Namespace, workflow: Workflow, found: StepI
     same name and key), named with its command; else the newest run of this file, unless
     that is the run asked about (its command again would say this again)."""
     from dagnb.cache import local_folder
-    from dagnb.runtime.history import entry_created, last_run_of, recorded_runs
+    from dagnb.runtime.history import entry_created, recorded_runs
 
     folder = local_folder(args.cache_dir)
     other = next((r for r in recorded_runs(folder)[0]
@@ -491,7 +555,7 @@ def _stored_elsewhere(args: argparse.Namespace, workflow: Workflow, found: StepI
         file = _shown_path(Path(other["source"]))
         return (f"by run {other['run']} of {file}",
                 f"{_logs_command(args, other['run'], file)} shows those")
-    newest = last_run_of(folder, workflow.name, workflow.source, args.step)
+    newest = _last_run(folder, workflow, args.step)
     if newest is None or newest.run == found.run:
         return ("by a run of another workflow, notebook or script sharing this cache "
                 "folder", "its lines there now are that run's, not this one's")

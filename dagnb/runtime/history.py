@@ -809,12 +809,13 @@ NOT_RUN_STATES = frozenset({"skipped", "pending", "queued"})
 
 def last_run_of(cache_dir: Path, graph_name: str, source: Path | None, step: str,
                 *, ran: bool = False, run: str | None = None,
-                killed: bool = True) -> StepInRun | None:
+                killed: bool = True, origin: str | None = ANY_ORIGIN) -> StepInRun | None:
     """``step`` in the newest recorded run of this workflow that had it (given ``ran``,
     that ran it: not skipped, nor left pending; given ``run``, in that run; a run killed
     before it ended too, its steps' state :data:`KILLED`, unless ``killed`` is False);
     None when no run had it. The log is read back from its end, and only its lines that
-    may be this workflow's are parsed, up to the first that had the step."""
+    may be this workflow's are parsed, up to the first that had the step. Given an
+    ``origin`` (a notebook's file), of the graphs of that name that it built."""
     def wanted(record: Mapping[str, Any]) -> bool:
         found = _step_in(record, step)
         return found is not None and (run is None or found.run == run) and not (
@@ -827,23 +828,25 @@ def last_run_of(cache_dir: Path, graph_name: str, source: Path | None, step: str
             if killed else [])
     logs = [_lines_of(runs, graph_name, source) for runs in folders]
     newest = [next(filter(wanted, (record for record in _newest_first(lines)
-                                   if _of(record, graph_name, source))), None)
+                                   if _of(record, graph_name, source, origin))), None)
               for lines in logs]  # (each log's newest: the cache folder's, its side's)
     had = [record for record in (*newest, *_folder_records(folders[0]),
                                  *_unrecorded(gone, [line for lines in logs for line in lines]))
-           if record is not None and _of(record, graph_name, source) and wanted(record)]
+           if record is not None and _of(record, graph_name, source, origin) and wanted(record)]
     return _step_in(max(had, key=_finished), step) if had else None
 
 
 def recorded_runs(cache_dir: Path, graph_name: str | None = None, source: Path | None = None,
-                  last: int | None = None) -> tuple[list[dict[str, Any]], int]:
+                  last: int | None = None, origin: str | None = ANY_ORIGIN,
+                  ) -> tuple[list[dict[str, Any]], int]:
     """The newest ``last`` run records in ``cache_dir`` (None: every one), oldest first,
     and how many there are: every workflow's and notebook's, or, given ``graph_name``
-    (and its file, ``source``), that workflow's. Of every workflow's, only the lines
-    shown are parsed: the log holds the runs in the order they ended (each appends its
-    record as it ends), so the newest are its last lines; the others are counted."""
+    (and its file, ``source``, or the notebook that built it, ``origin``), that
+    workflow's. Of every workflow's, only the lines shown are parsed: the log holds the
+    runs in the order they ended (each appends its record as it ends), so the newest
+    are its last lines; the others are counted."""
     if graph_name is not None:
-        records = _runs_of(cache_dir, graph_name, source)
+        records = _runs_of(cache_dir, graph_name, source, origin)
         return (records if last is None else records[-last:]), len(records)
     folders = _runs_folders(cache_dir)
     gone = [start for runs in folders  # (first: see _gone)
