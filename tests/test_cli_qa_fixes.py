@@ -441,6 +441,7 @@ def test_history_and_logs_take_a_unique_start_or_end_of_a_run_id(here, capsys) -
 @pytest.mark.parametrize("argv, meant", [
     (["histroy"], "history"), (["runn", "wf.yml"], "run"), (["cache", "ls"], "list"),
     (["cache", "rm"], "clear"), (["cache", "delete"], "clear"), (["templates", "lst"], "list"),
+    (["cache", "entries"], "list"),  # (the notebook's %dagger cache entries)
     # (and an option's value not among its choices)
     (["logs", "wf.yml", "a", "--stream", "out"], "stdout"),
     (["run", "wf.yml", "--executor", "dagr"], "dagger"),

@@ -451,6 +451,19 @@ def test_plan_and_cache_commands(shell):
     assert line(shell, "cache clear --all") == "removed 1 cache entry"
 
 
+def test_cache_list_is_the_terminal_s_word_for_the_entries(shell):
+    """``%dagger cache list`` (``dagnb cache list`` in a terminal) was refused as no
+    cache command: the notebook said ``entries`` alone."""
+    _two_steps(shell)
+    line(shell, "run")
+    listed = line(shell, "cache list")
+    pd.testing.assert_frame_equal(listed, line(shell, "cache entries"))
+    assert sorted(listed["step"]) == ["a", "b"]
+    assert set(line(shell, "cache list a")["step"]) == {"a"}
+    with pytest.raises(UsageError, match="did you mean %dagger cache list b"):
+        line(shell, "list b")
+
+
 def test_plan_names_the_command_that_shows_a_diff_not_the_diff_squeezed_in_a_row(shell):
     """A changed multi-line cell's plan row read 'command changed\\n--- cached\\n+++
     now\\n@@ -1,4 ...', every line break an escape; dagnb plan already said where to

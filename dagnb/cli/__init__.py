@@ -288,7 +288,7 @@ _OTHER_NAMES = {"ls": "list", "rm": "clear", "delete": "clear", "remove": "clear
                 "purge": "clear", "check": "validate", "log": "logs", "show": "list",
                 "info": "stats", "du": "stats", "upload": "push", "download": "pull",
                 "evict": "prune", "status": "history", "runs": "history", "execute": "run",
-                "get": "show", "view": "show"}
+                "get": "show", "view": "show", "entries": "list"}
 # what config is asked to write, which a file or a variable does
 _SETTING_WRITES = frozenset({"set", "unset", "edit", "write", "add"})
 # run's options that plan and explain spell otherwise

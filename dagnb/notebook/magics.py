@@ -442,7 +442,7 @@ class DaggerMagics(Magics):
             %dagger logs NAME [--tail N] [--stream stdout|stderr]   its latest lines
             %dagger graph                             draw the graph, coloured by state
             %dagger plan                              what a run would do now
-            %dagger cache [stats|entries [NAME]|explain NAME]
+            %dagger cache [stats|list [NAME]|explain NAME]   (list: entries too)
             %dagger cache clear NAME | --older-than AGE | --all
                                                       remove entries (--all: every one)
             %dagger cache push|pull [URL]             copy entries to / from a store URL
@@ -650,7 +650,7 @@ def _cmd_cache(self: DaggerMagics, rest: str) -> Any:
     action, names = words[0], words[1:]
     if action == "stats" and not names:  # (an empty cache: a sentence, as entries says)
         return shown(store.stats(), empty="no cache entries yet")
-    if action == "entries" and len(names) <= 1:
+    if action in ("entries", "list") and len(names) <= 1:  # (list: dagnb cache's word)
         return _cache_entries(store, *names)
     if action == "clear":
         return _cache_clear(self, shlex.join(names))
@@ -667,12 +667,12 @@ def _cmd_cache(self: DaggerMagics, rest: str) -> Any:
     if action in _CLEAR_WORDS:
         raise UsageError(f"%dagger cache {action!r} is not a cache command; did you mean "
                          f"%dagger cache {shlex.join(['clear', *(names or ['NAME'])])}?")
-    raise UsageError(f"%dagger cache {rest!r} is not a cache command; use stats, entries "
+    raise UsageError(f"%dagger cache {rest!r} is not a cache command; use stats, list "
                      "[NAME], clear NAME|--older-than AGE|--all, explain NAME, push [URL] or "
                      "pull [URL]")
 
 
-_CACHE_ACTIONS = ("stats", "entries", "clear", "explain", "push", "pull")
+_CACHE_ACTIONS = ("stats", "list", "entries", "clear", "explain", "push", "pull")
 _CLEAR_WORDS = ("remove", "rm", "delete", "del", "drop", "purge", "prune")  # (clear's)
 
 
