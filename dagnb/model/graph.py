@@ -27,7 +27,13 @@ from dagnb.errors import (
     StepNotFoundError,
 )
 from dagnb.model.moved_modules import STEPS_MODULE_PREFIX
-from dagnb.model.step import EXECUTOR_NAMES, Step, cached_per_function, mount_path
+from dagnb.model.step import (
+    EXECUTOR_NAMES,
+    Step,
+    cached_per_function,
+    mount_path,
+    param_env_name,
+)
 
 if TYPE_CHECKING:
     from dagnb.runtime.run import Run
@@ -270,6 +276,7 @@ class Graph:
 
         for step in self._steps.values():
             if step.func is None:
+                _warn_of_params_read_as_variables(step)
                 continue
             for name in _defaulted_step_names(step, self._steps):
                 checks.warn_user(
@@ -715,6 +722,33 @@ def _input_folders_named(run: str | tuple[str, ...] | None) -> list[str]:
     if "#" in text:
         text = _COMMENT.sub("", text)
     return list(dict.fromkeys(_INPUT_FOLDER.findall(text)))
+
+
+def _warn_of_params_read_as_variables(step: Step) -> None:
+    """Warn of a command that reads a param of its step as a variable of its name
+    (``echo $label`` for ``params: {label: x}``): no such variable is set, so it reads
+    empty, silently. Not one the command assigns (``label=x``, ``for label in``), nor
+    one its ``env`` or this process's environment sets, nor text in single quotes or
+    comments (``awk '{print $n}'``: the shell expands neither)."""
+    if not step.params or not isinstance(step.run, str) or "$" not in step.run:
+        return
+    text = _SINGLE_QUOTED.sub("", step.run) if "'" in step.run else step.run
+    text = _COMMENT.sub("", text) if "#" in text else text
+    for name in step.params:
+        if (name in step.env or name in os.environ
+                or not re.search(_READ.format(name=re.escape(name)), text)
+                or re.search(_SET.format(name=re.escape(name)), text)):
+            continue
+        checks.warn_user(
+            f"step {step.name!r}: its command reads ${name}, which is not set (it reads as "
+            f"empty); its param {name!r} is in ${param_env_name(name)} (and all its params, "
+            "as JSON, in $DAGNB_PARAMS)")
+
+
+_SINGLE_QUOTED = re.compile(r"'[^']*'")
+# $name or ${name...} read; name assigned, or the variable of a for or a read
+_READ = r"\$(?:{name}\b|\{{{name}[}}:#%/^,@-])"
+_SET = r"(?:^|[\s;&|(]){name}=|\b(?:for|read)\s+{name}\b"
 
 
 def _unneeded_read_message(step: Step, names: list[str]) -> str:
