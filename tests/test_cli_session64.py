@@ -97,6 +97,10 @@ def test_logs_of_a_step_whose_entry_another_workflow_stored_again_names_that_run
     ("steps.py:fitt", "steps.py has no function 'fitt'; did you mean 'fit'?"),
     ("steps.py", "python 'steps.py' is not FILE.py:FUNCTION; write it like python: "
                  "steps.py:fit"),
+    # (a dotted module path, as other tools name a function: its file and function)
+    ("steps.load", "python 'steps.load' is not FILE.py:FUNCTION; write it like python: "
+                   "steps.py:load"),
+    ("pkg.steps.fit", "write it like python: pkg/steps.py:fit"),
     # (a module named as an entry point names it: its file then said as the fix)
     ("steps:fit", "names 'steps', which is not a file in {d!r}; name its file: python: "
                   "steps.py:fit"),

@@ -167,13 +167,24 @@ def _first_lines(path: Path) -> list[str] | None:
         return [_HEADER, ""]
 
 
+def _as_file_and_function(reference: str) -> str:
+    """``pkg/steps.py:load`` for a dotted ``pkg.steps.load`` (a module path, as other tools
+    name a function), ``steps.py:load`` for ``steps.py.load``; ``steps.py:fit`` when the
+    text is no such path."""
+    module, dot, name = reference.strip().removesuffix(".py").rpartition(".")
+    parts = module.removesuffix(".py").split(".")
+    if not dot or not all(part.isidentifier() for part in (*parts, name)):
+        return "steps.py:fit"
+    return f"{'/'.join(parts)}.py:{name}"
+
+
 def import_function(reference: str, base_dir: Path, where: str) -> Callable[..., Any]:
     """The function ``file.py:name`` names, from a module in ``base_dir``; a module that
     is not Python or fails to import is a one-line WorkflowError naming it."""
     file, sep, name = (part.strip() for part in str(reference).partition(":"))
     if not sep or not file or not name:
         raise WorkflowError(f"{where}: python {reference!r} is not FILE.py:FUNCTION; write "
-                            "it like python: steps.py:fit")
+                            f"it like python: {_as_file_and_function(str(reference))}")
     path = base_dir / file
     if not path.is_file():
         raise WorkflowError(f"{where}: python {reference!r} names {file!r}, which is not a "
