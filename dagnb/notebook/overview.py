@@ -80,7 +80,7 @@ def _not_fresh(session: Session, names: list[str], reads: Callable[[], Published
     return found
 
 
-STORED_BEFORE = "not run in this kernel; an earlier run stored its result, which a run restores"
+STORED_BEFORE = "an earlier run stored its result: a run restores it, without running it"
 
 
 def _why_not_fresh(session: Session, row: Any, rerun: set[str],
