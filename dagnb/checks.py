@@ -97,8 +97,9 @@ _UNIT_WORDS = {
     "m": ("m", "min", "mins", "minute", "minutes"),
     "h": ("h", "hr", "hrs", "hour", "hours"),
     "d": ("d", "day", "days"),
+    "w": ("w", "wk", "wks", "week", "weeks"),  # (a cache's ttl, an age to clear)
 }
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 _UNIT_OF = {word: unit for unit, words in _UNIT_WORDS.items() for word in words}
 _NUMBER = r"\d+(?:\.\d+)?"
 _UNIT = "|".join(sorted(_UNIT_OF, key=len, reverse=True))  # (longest first: ms before m)
@@ -830,10 +831,10 @@ def _seconds(value: Any) -> float | None:
 
 # what a duration may be, as the message of one that is not says (the default: a bare
 # number is seconds) ...
-DURATION_FORMS = "seconds or a number with ms, s, m, h or d such as '10m' or '1h30m'"
+DURATION_FORMS = "seconds or a number with ms, s, m, h, d or w such as '10m' or '1h30m'"
 # ... and of a cache age typed by hand, which refuses a bare number (see cache.clearing)
-AGE_FORMS = ("a number with a unit such as 30d (days), 12h (hours), 10m (minutes), 30s "
-             "(seconds) or 500ms")
+AGE_FORMS = ("a number with a unit such as 2w (weeks), 30d (days), 12h (hours), 10m "
+             "(minutes), 30s (seconds) or 500ms")
 
 
 def parse_duration(

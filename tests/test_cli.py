@@ -1004,8 +1004,8 @@ def test_cache_clear_of_a_step_it_does_not_hold_is_refused(tmp_path, monkeypatch
 
 @pytest.mark.parametrize(("args", "message"), [
     (["clear", "--older-than", "banana"], "--older-than 'banana' is not a duration; use "
-     "a number with a unit such as 30d (days), 12h (hours), 10m (minutes), 30s (seconds) "
-     "or 500ms"),
+     "a number with a unit such as 2w (weeks), 30d (days), 12h (hours), 10m (minutes), "
+     "30s (seconds) or 500ms"),
     (["prune", "--max-size", "-3"], "--max-size '-3' is not a size; use a number of bytes "
      "(0 or more), or one with a unit as `dagnb cache stats` prints it: 979B, 500K, 1.5M, "
      "10MB, 1GiB (B, K/KB/KiB, M/MB/MiB, G/GB/GiB, T/TB/TiB, any case; 1K = 1024 bytes)"),

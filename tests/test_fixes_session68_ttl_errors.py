@@ -13,7 +13,7 @@ from dagnb import Graph, Step
 from dagnb.cache.store import Store
 from dagnb.errors import ConfigError, GraphError, InvalidStepError
 
-FORMS = "use seconds or a number with ms, s, m, h or d such as '10m' or '1h30m', or 'never'"
+FORMS = "use seconds or a number with ms, s, m, h, d or w such as '10m' or '1h30m', or 'never'"
 
 
 def _f(x: int) -> int:

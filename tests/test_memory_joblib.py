@@ -538,7 +538,7 @@ def test_a_bad_ttl_is_refused_up_front_whatever_the_cache(tmp_path, make):
     with pytest.raises(dagnb.ConfigError) as refused:
         make(tmp_path / "cache")
     assert str(refused.value) == ("ttl 'a day' is not a duration; use seconds or a number "
-                                  "with ms, s, m, h or d such as '10m' or '1h30m', or 'never'")
+                                  "with ms, s, m, h, d or w such as '10m' or '1h30m', or 'never'")
 
 
 def _lock(x):

@@ -147,7 +147,7 @@ def test_a_refused_magic_says_why_under_the_failed_cell_line(tmp_path):
     error = done.stderr.split(" failed:\n", 1)[1]
     assert error.splitlines()[0] == (
         "UsageError: step 'total' timeout '2x' is not a duration; use seconds or a number "
-        "with ms, s, m, h or d such as '10m' or '1h30m'"), error
+        "with ms, s, m, h, d or w such as '10m' or '1h30m'"), error
 
 
 def test_target_runs_what_it_needs_and_not_the_cells_after(tmp_path):
