@@ -36,8 +36,8 @@ def test_auto_choice_is_made_and_said_once_per_context(monkeypatch, capsys):
     with isolated():
         assert get_executor("auto").name == "local"
     said = capsys.readouterr().err.splitlines()
-    assert said == ["dagnb: no Dagger engine found; steps run on this machine "
-                    "(dagnb.executors.status() says why)"] * 2
+    assert said == ["dagnb: no Dagger engine found (no dagger CLI on PATH, no "
+                    "DAGGER_SESSION_PORT); steps run on this machine"] * 2
 
 
 def test_running_steps_are_counted_in_the_context_that_started_them(tmp_path, monkeypatch):

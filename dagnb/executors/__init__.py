@@ -179,13 +179,14 @@ _NO_SDK = "the Dagger SDK is not installed"
 
 
 def _notice(choice: str, reason: str) -> str:
-    """One short line; the long reason is in ``dagnb.executors.status()``."""
+    """One short line; the long reason (how to install) is in
+    ``dagnb.executors.status()``."""
     if choice == "local" and reason.startswith(_NO_SDK):
         return (f"dagnb: {_NO_SDK} (pip install 'dagnb[dagger]'); steps run on this "
                 "machine")
-    if choice == "local":
-        return ("dagnb: no Dagger engine found; steps run on this machine "
-                "(dagnb.executors.status() says why)")
+    if choice == "local":  # (what was looked for: said as such, in a terminal too)
+        return ("dagnb: no Dagger engine found (no dagger CLI on PATH, no "
+                "DAGGER_SESSION_PORT); steps run on this machine")
     return f"dagnb: steps run in containers through Dagger ({reason})"
 
 
