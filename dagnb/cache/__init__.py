@@ -13,10 +13,11 @@ module-level functions act on the store of the configured directory::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -65,6 +66,7 @@ __all__ = [
     "session_store",
     "stats",
     "step_key",
+    "store_entries",
     "store_for",
     "sync",
 ]
@@ -270,6 +272,33 @@ def _store_hint(action: str, given: str | os.PathLike[str] | None, command: str)
             "another store by its URL (s3://bucket/prefix), or set cache_directory to one")
 
 
+def store_entries(url: str, step: str | None = None) -> list[tuple[str, str, float | None]]:
+    """The entries of the store ``url`` (``step``'s alone, given one) as ``(step, key,
+    stored)``, by step then stored time, from one listing: no manifest or file read
+    (``dagnb cache list --cache-dir URL``). A store that is not there, or holds
+    something else, is refused as a pull from it would be."""
+    url = checks.checked(checks.location, url, "the remote store", CacheError, sep=" ")
+    remote = _remote._object_store(url)
+    with _store_errors("list", url):
+        _remote.refuse_no_store(remote, "list")
+        found = list(remote.entries_modified(step))
+    return sorted(found, key=lambda entry: (entry[0], entry[2] or 0.0, entry[1]))
+
+
+@contextlib.contextmanager
+def _store_errors(action: str, url: str) -> Iterator[None]:
+    """The store library's own errors (no route, no bucket, no rights) as one CacheError
+    line naming ``url`` (its credentials as ***) and what to check."""
+    try:
+        yield
+    except (CacheError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        raise CacheError(f"cache {action} {url}: {type(exc).__name__}: "
+                         f"{checks.redact_url(str(exc))}; check the "
+                         "URL, the network and the store's credentials") from None
+
+
 def sync(
     action: str,
     url: str | None = None,
@@ -295,13 +324,7 @@ def sync(
     refuse_foreign_folder(folder)  # (pull writes entries there)
     store = store_for(folder)
     show = _remote.progress_line(action, stream)
-    try:
+    with _store_errors(action, url):
         if action == "push":
             return _remote.push(store, url, progress=show, check=check)
         return _remote.pull(url, store, progress=show)
-    except (CacheError, KeyboardInterrupt):
-        raise
-    except Exception as exc:  # the store library's own: no route, no bucket, no rights
-        raise CacheError(f"cache {action} {url}: {type(exc).__name__}: "
-                         f"{checks.redact_url(str(exc))}; check the "
-                         "URL, the network and the store's credentials") from None

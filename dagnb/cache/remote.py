@@ -1845,7 +1845,7 @@ def pull(url: str, local: Store, *, progress: Progress | None = None) -> Transfe
     which a local hit never asks the store about); an older one of the same output stays
     (:func:`_same_output`: its files are not downloaded)."""
     remote = _object_store(url)
-    _refuse_no_store(remote)
+    refuse_no_store(remote)
     seen = _pulled_up_to(local, url)
     keys = list(remote.entries_modified())
     done = Transfer()
@@ -1978,11 +1978,11 @@ def _dropping(local: Store, step: str, key: str) -> Callable[[], None]:
     return drop
 
 
-def _refuse_no_store(remote: ObjectStore) -> None:
-    """CacheError for a store to pull from that is not there (its folder, or its bucket) or
-    that holds something else: a mistyped URL pulled 0 entries and exited 0, a typo in CI
-    passing silently. An empty folder, or a bucket's prefix with nothing under it (object
-    stores have no folders), is a store nothing was pushed to yet."""
+def refuse_no_store(remote: ObjectStore, action: str = "pull") -> None:
+    """CacheError for a store to pull from (or list) that is not there (its folder, or its
+    bucket) or that holds something else: a mistyped URL pulled 0 entries and exited 0, a
+    typo in CI passing silently. An empty folder, or a bucket's prefix with nothing under
+    it (object stores have no folders), is a store nothing was pushed to yet."""
     fs, path = remote.fs, remote.path
     fix = "check the URL: name the store dagnb cache push wrote to"
     fs.invalidate_cache(path)  # (a listing made earlier in this process must not answer)
@@ -1993,12 +1993,12 @@ def _refuse_no_store(remote: ObjectStore) -> None:
         if missing is not None:  # (a folder made for a store nothing was pushed to yet)
             made = " (or make the folder, for a store nothing was pushed to yet)" if (
                 missing.startswith("folder")) else ""
-            raise CacheError(f"cache pull {remote.url}: there is no {missing}; {fix}{made}"
+            raise CacheError(f"cache {action} {remote.url}: there is no {missing}; {fix}{made}"
                              ) from None
         return
     if names and not names & {"entries", "blobs"}:
-        raise CacheError(f"cache pull {remote.url}: it holds no dagnb store (no entries or "
-                         f"blobs in it); {fix}")
+        raise CacheError(f"cache {action} {remote.url}: it holds no dagnb store (no entries "
+                         f"or blobs in it); {fix}")
 
 
 def _missing_part(remote: ObjectStore) -> str | None:

@@ -41,7 +41,8 @@ def add_parser(sub: Any) -> None:
     cache = sub.add_parser(
         "cache", help="check, list, clear, prune and sync the cache",
         description="Each action but push and pull works on a local cache folder (--cache-dir, "
-                    "default: the setting's); one that is not a dagnb cache is refused.")
+                    "default: the setting's); one that is not a dagnb cache is refused. list "
+                    "lists a store URL's entries too (--cache-dir s3://bucket/prefix).")
     actions = cache.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser("verify", help="re-hash every entry's files; set aside those that changed")
     listing = actions.add_parser("list", help="the entries as a table, by step then created")
@@ -115,9 +116,12 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    """`dagnb cache list [--step NAME]`: one row per entry, by step then created."""
+    """`dagnb cache list [--step NAME]`: one row per entry, by step then created; of a
+    store URL, by step then stored (what its listing says: no file read)."""
     from dagnb.cache.clearing import held_step
 
+    if args.cache_dir is not None and checks.is_url(args.cache_dir):
+        return _list_store(args.cache_dir, args.step)
     store = _store(args, "list", read_only=True)
     if store is None:
         return 0
@@ -135,6 +139,26 @@ def _list(args: argparse.Namespace) -> int:
         print(f"* when the setting cache_ttl_seconds ({_duration(store.default_ttl)}) ends "
               "it, before the ttl it was saved with, unless its step or Memory function "
               "sets a ttl of its own (dagnb plan says)", file=sys.stderr)
+    return 0
+
+
+def _list_store(url: str, step: str | None) -> int:
+    """The entries of the store ``url``: step, key and when each was stored (pushed, or
+    saved by a run on it), from its listing; sizes and hits are the local folder's to
+    say once pulled."""
+    from dagnb.cache import store_entries
+
+    found = store_entries(url, step)
+    if not found:
+        print("no entries" + ("" if step is None else f" of step {step!r}") + f" in {url}")
+        return 0
+    print(text_table({
+        "step": [name for name, _, _ in found], "key": [key[:12] for _, key, _ in found],
+        "stored": ["-" if when is None else time.strftime("%Y-%m-%d %H:%M:%S",
+                                                          time.localtime(when))
+                   for _, _, when in found]}))
+    print(f"{_entries(len(found))} in {url} (dagnb cache pull {url} copies them here)",
+          file=sys.stderr)
     return 0
 
 
@@ -412,7 +436,6 @@ def _no_cache_here(given: str | None, action: str, verb: str | None = None) -> b
 
 
 _INSTEAD = {"verify": "pull it (dagnb cache pull URL) and verify that",
-            "list": "pull it (dagnb cache pull URL) and list that",
             "": "name its local folder (the setting cache_local_directory)"}
 
 
