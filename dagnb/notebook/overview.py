@@ -62,22 +62,34 @@ def _not_fresh(session: Session, names: list[str], reads: Callable[[], Published
     kernel never ran whose result a run would restore (stored before a restart, or by
     ``dagnb run NOTEBOOK``) stays ``never run``, with a note saying so."""
     done = [n for n in names if session.latest.get(n, {}).get("state") in _DONE]
-    never = [n for n in names if n not in session.latest]
-    if not done and not never:
-        return {}
+    found = _stored_before(session, [n for n in names if n not in session.latest], reads)
+    if not done:
+        return found
     try:
-        plan = session.plan(done + never, reads=reads())  # (as a %dagger run would go)
+        plan = session.plan(done, reads=reads())  # (as a %dagger run would go)
     except DagnbError:
-        return {}
+        return found
     rerun = {row.step for row in plan.itertuples() if not row.cached}
     after = reads().after
-    found: dict[str, tuple[str | None, str]] = {}
     for row in plan.itertuples():  # in order: upstream steps first
         if row.step in rerun and row.step in done:
             found[row.step] = _why_not_fresh(session, row, rerun, found, after)
-        elif row.step in never and row.step not in rerun:
-            found[row.step] = (None, STORED_BEFORE)
     return found
+
+
+def _stored_before(session: Session, never: list[str], reads: Callable[[], PublishedReads],
+                   ) -> dict[str, tuple[str | None, str]]:
+    """The steps of ``never`` (not run in this session) that a run would restore from
+    the cache, each with the note saying so; none when they cannot be planned (its own
+    plan: one that fails leaves the others' states as they were)."""
+    if not never:
+        return {}
+    try:
+        plan = session.plan(never, reads=reads())
+    except DagnbError:
+        return {}
+    return {row.step: (None, STORED_BEFORE) for row in plan.itertuples()
+            if row.cached and row.step in never}
 
 
 STORED_BEFORE = "an earlier run stored its result: a run restores it, without running it"
