@@ -454,6 +454,18 @@ def test_a_misspelt_or_other_tools_command_names_the_one_meant(argv, meant, caps
     assert capsys.readouterr().err.rstrip().endswith(f"; did you mean {meant!r}?")
 
 
+@pytest.mark.parametrize("command", ["run", "plan"])
+def test_executor_dask_for_a_whole_run_says_it_is_a_step_s_own(command, capsys) -> None:
+    # (argparse listed auto, local and dagger alone: dask, which steps may name, looked
+    # missing; graph.run(executor="dask") said where it goes)
+    with pytest.raises(SystemExit) as refused:
+        main([command, "wf.yml", "--executor", "dask"])
+    assert refused.value.code == 2
+    assert capsys.readouterr().err.rstrip().endswith(
+        "; dask runs the Python steps that ask for it: write executor: dask on a python: "
+        "step of the workflow file (--executor dask on a %%dagger --python cell)")
+
+
 @pytest.mark.parametrize("argv", [["cache", "explain", "a"], ["cache", "history"],
                                   ["config", "logs"]])
 def test_another_command_given_as_an_action_is_named_as_the_command_it_is(argv, capsys):

@@ -178,6 +178,10 @@ class _Parser(argparse.ArgumentParser):
         if not choices:
             return ""
         word = given.group(2)
+        if word == "dask" and given.group("option") == "--executor":  # (a step's own)
+            return ("; dask runs the Python steps that ask for it: write executor: dask on "
+                    "a python: step of the workflow file (--executor dask on a %%dagger "
+                    "--python cell)")
         if word in _SETTING_WRITES and "path" in choices:  # (dagnb config set KEY VALUE)
             return ("; write a setting as a KEY: VALUE line of dagnb.yaml in the project's "
                     "folder (dagnb config path names the file in force), or set DAGNB_<KEY>; "
