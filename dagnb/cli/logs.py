@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from dagnb.cache.entry import Entry
     from dagnb.runtime.history import StepInRun
 
-__all__ = ["Workflow", "add_parser", "run", "workflow_of"]
+__all__ = ["Workflow", "add_parser", "notebook_of", "run", "workflow_of"]
 
 
 def add_parser(sub: Any) -> None:
