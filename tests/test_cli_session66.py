@@ -146,7 +146,7 @@ def test_a_cache_age_that_is_no_duration_is_told_what_the_option_takes(
     assert main(["cache", *args]) == 2
     assert capsys.readouterr().err == (
         f"dagnb: error: {option} '1x' is not a duration; use a number with a unit such as "
-        "30d (days), 12h (hours), 10m (minutes), 30s (seconds) or 500ms\n")
+        "2w (weeks), 30d (days), 12h (hours), 10m (minutes), 30s (seconds) or 500ms\n")
 
 
 def test_a_bare_number_of_seconds_is_still_refused_as_an_age(
