@@ -1,7 +1,7 @@
-"""``dagnb cache list --cache-dir URL``: a store's entries, from its listing. It was refused
-("works on a cache folder, not a store URL; pull it and list that"): seeing what a team's
-shared store holds meant downloading all of it. On moto's S3 server (through s3fs) and on a
-store in a folder (``file://``)."""
+"""``dagnb cache list --cache-dir URL`` and ``stats``: a store's entries, from its listing.
+Both were refused ("works on a cache folder, not a store URL; pull it and list that"):
+seeing what a team's shared store holds meant downloading all of it. On moto's S3 server
+(through s3fs) and on a store in a folder (``file://``)."""
 
 from __future__ import annotations
 
@@ -56,3 +56,25 @@ def test_a_store_that_is_not_there_is_refused_in_one_line(
     bucket = missing.split("/")[2]
     assert err == (f"dagnb: error: cache list {missing}: there is no bucket {bucket!r}; check "
                    "the URL: name the store dagnb cache push wrote to\n")
+
+
+def test_a_store_s_stats_count_its_entries_by_step(
+        any_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    local = Store(tmp_path / "a")
+    for key in ("k1", "k2"):
+        shared.save(local, "make", key, {"data.txt": key.encode()})
+    shared.save(local, "fit", "k3", {"model.bin": b"m"})
+    assert main(["cache", "push", any_url, "--cache-dir", str(tmp_path / "a")]) == 0
+    capsys.readouterr()
+
+    assert main(["cache", "stats", "--cache-dir", any_url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines[:3]] == [
+        ["step", "entries"], ["fit", "1"], ["make", "2"]]
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\d", line.split()[2]) for line in lines[1:3])
+    assert lines[3] == (f"3 cache entries in {any_url} (sizes and hits: dagnb cache pull "
+                        f"{any_url}, then dagnb cache stats)")
+    assert main(["cache", "stats", "--cache-dir", any_url, "--step", "fit"]) == 0
+    assert [line.split()[:2] for line in capsys.readouterr().out.splitlines()[:2]] == [
+        ["step", "entries"], ["fit", "1"]]
+    assert not (tmp_path / ".dagnb_cache").exists()

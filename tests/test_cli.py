@@ -1059,8 +1059,8 @@ def test_cache_prune_reads_the_sizes_cache_stats_prints(tmp_path: Path) -> None:
 @pytest.mark.parametrize("given", [".", "typo_cache", "file:///tmp/some-store"])
 def test_cache_commands_touch_no_folder_that_is_not_a_cache(tmp_path, command, given):
     """A project folder given as the cache (whose report/ holds entry-like folders), a
-    folder that is not there, a store URL: one line, exit 2, every file stays (list reads
-    a store URL: one that is not there is said so)."""
+    folder that is not there, a store URL: one line, exit 2, every file stays (list and
+    stats read a store URL: one that is not there is said so)."""
     entry_like = tmp_path / "report" / ("1" * 32)
     entry_like.mkdir(parents=True)
     (entry_like / "meta.json").write_text("{}")
@@ -1068,7 +1068,8 @@ def test_cache_commands_touch_no_folder_that_is_not_a_cache(tmp_path, command, g
     (tmp_path / "src" / "x.py").write_text("x = 1\n")
     done = dagnb("cache", *command, "--cache-dir", given, cwd=tmp_path)
     assert done.returncode == 2 and done.stdout == ""
-    said = (f"cache list {given}: there is no folder" if command == ["list"] and "://" in given
+    reads_urls = command in (["list"], ["stats"]) and "://" in given
+    said = (f"cache {command[0]} {given}: there is no folder" if reads_urls
             else f"--cache-dir {given!r}")
     assert done.stderr.startswith(f"dagnb: error: {said}")
     assert done.stderr.count("\n") == 1

@@ -272,15 +272,17 @@ def _store_hint(action: str, given: str | os.PathLike[str] | None, command: str)
             "another store by its URL (s3://bucket/prefix), or set cache_directory to one")
 
 
-def store_entries(url: str, step: str | None = None) -> list[tuple[str, str, float | None]]:
+def store_entries(url: str, step: str | None = None, action: str = "list",
+                  ) -> list[tuple[str, str, float | None]]:
     """The entries of the store ``url`` (``step``'s alone, given one) as ``(step, key,
     stored)``, by step then stored time, from one listing: no manifest or file read
-    (``dagnb cache list --cache-dir URL``). A store that is not there, or holds
-    something else, is refused as a pull from it would be."""
+    (``dagnb cache list --cache-dir URL``, and ``stats``: the ``action`` a refusal
+    names). A store that is not there, or holds something else, is refused as a pull
+    from it would be."""
     url = checks.checked(checks.location, url, "the remote store", CacheError, sep=" ")
     remote = _remote._object_store(url)
-    with _store_errors("list", url):
-        _remote.refuse_no_store(remote, "list")
+    with _store_errors(action, url):
+        _remote.refuse_no_store(remote, action)
         found = list(remote.entries_modified(step))
     return sorted(found, key=lambda entry: (entry[0], entry[2] or 0.0, entry[1]))
 

@@ -42,7 +42,8 @@ def add_parser(sub: Any) -> None:
         "cache", help="check, list, clear, prune and sync the cache",
         description="Each action but push and pull works on a local cache folder (--cache-dir, "
                     "default: the setting's); one that is not a dagnb cache is refused. list "
-                    "lists a store URL's entries too (--cache-dir s3://bucket/prefix).")
+                    "and stats read a store URL too (--cache-dir s3://bucket/prefix), from "
+                    "its listing.")
     actions = cache.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser("verify", help="re-hash every entry's files; set aside those that changed")
     listing = actions.add_parser("list", help="the entries as a table, by step then created")
@@ -142,6 +143,32 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stats_of_store(url: str, step: str | None) -> int:
+    """Per step of the store ``url``: its entries and when the newest was stored, from
+    its listing (sizes and hits are the local folder's to say once pulled)."""
+    from dagnb.cache import store_entries
+
+    found = store_entries(url, step, "stats")
+    if not found:
+        print("no entries" + ("" if step is None else f" of step {step!r}") + f" in {url}")
+        return 0
+    counts: dict[str, int] = {}
+    newest: dict[str, float] = {}
+    for name, _, when in found:
+        counts[name] = counts.get(name, 0) + 1
+        newest[name] = max(newest.get(name, 0.0), when or 0.0)
+    print(text_table({"step": list(counts), "entries": list(counts.values()),
+                      "newest": [_stored_at(newest[name] or None) for name in counts]}))
+    print(f"{_entries(len(found))} in {url} (sizes and hits: dagnb cache pull {url}, then "
+          "dagnb cache stats)")
+    return 0
+
+
+def _stored_at(when: float | None) -> str:
+    """When an entry was stored, as ``cache list`` shows times; ``-`` when unknown."""
+    return "-" if when is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(when))
+
+
 def _list_store(url: str, step: str | None) -> int:
     """The entries of the store ``url``: step, key and when each was stored (pushed, or
     saved by a run on it), from its listing; sizes and hits are the local folder's to
@@ -154,9 +181,7 @@ def _list_store(url: str, step: str | None) -> int:
         return 0
     print(text_table({
         "step": [name for name, _, _ in found], "key": [key[:12] for _, key, _ in found],
-        "stored": ["-" if when is None else time.strftime("%Y-%m-%d %H:%M:%S",
-                                                          time.localtime(when))
-                   for _, _, when in found]}))
+        "stored": [_stored_at(when) for _, _, when in found]}))
     print(f"{_entries(len(found))} in {url} (dagnb cache pull {url} copies them here)",
           file=sys.stderr)
     return 0
@@ -168,6 +193,8 @@ def _stats(args: argparse.Namespace) -> int:
     holds."""
     from dagnb.cache.clearing import held_step
 
+    if args.cache_dir is not None and checks.is_url(args.cache_dir):
+        return _stats_of_store(args.cache_dir, args.step)
     store = _store(args, "show", read_only=True)
     if store is None:
         return 0
