@@ -132,7 +132,7 @@ def _list(args: argparse.Namespace) -> int:
     # (no DataFrame: pandas' import alone took 0.5 s)
     rows = store.entry_rows(step, on_disk=True)
     if not rows:
-        print("no entries" + ("" if step is None else f" of step {step!r}"))
+        _say_no_entries(step)
         return 0
     table = _entries_table(rows, store.default_ttl)
     print(text_table(table))
@@ -150,7 +150,7 @@ def _stats_of_store(url: str, step: str | None) -> int:
 
     found = store_entries(url, step, "stats")
     if not found:
-        print("no entries" + ("" if step is None else f" of step {step!r}") + f" in {url}")
+        _say_no_entries(step, url)
         return 0
     counts: dict[str, int] = {}
     newest: dict[str, float] = {}
@@ -162,6 +162,12 @@ def _stats_of_store(url: str, step: str | None) -> int:
     print(f"{_entries(len(found))} in {url} (sizes and hits: dagnb cache pull {url}, then "
           "dagnb cache stats)")
     return 0
+
+
+def _say_no_entries(step: str | None, where: object = None) -> None:
+    """The line of a list or stats that found nothing: of which step, where."""
+    print("no entries" + ("" if step is None else f" of step {step!r}")
+          + ("" if where is None else f" in {where}"))
 
 
 def _stored_at(when: float | None) -> str:
@@ -177,7 +183,7 @@ def _list_store(url: str, step: str | None) -> int:
 
     found = store_entries(url, step)
     if not found:
-        print("no entries" + ("" if step is None else f" of step {step!r}") + f" in {url}")
+        _say_no_entries(step, url)
         return 0
     print(text_table({
         "step": [name for name, _, _ in found], "key": [key[:12] for _, key, _ in found],
@@ -198,7 +204,7 @@ def _stats(args: argparse.Namespace) -> int:
     store = _store(args, "show", read_only=True)
     if store is None:
         return 0
-    rows = store.stats_by_step()
+    rows, step = store.stats_by_step(), None
     if args.step is not None:  # (as list's --step: a typo refused, a plain name taken)
         step = held_step(store, args.step, otherwise="nothing to show",
                          known=_recorded_steps(store))
@@ -208,7 +214,7 @@ def _stats(args: argparse.Namespace) -> int:
         print(f"{_entries(sum(row['entries'] for row in rows.values()))}, "
               f"{_size(sum(row['bytes'] for row in rows.values()))} in {store.location}")
     else:  # (what else the folder holds is said all the same: it may take megabytes)
-        print(f"no entries in {store.location}")
+        _say_no_entries(step, store.location)
     outside = _outside_entries(store) if args.step is None else ""  # (the folder's)
     if outside:
         print(f"not counted: {outside}")
