@@ -700,9 +700,12 @@ def test_config_shows_and_changes_settings(shell):
         table = line(shell, "config max_concurrent_executions=3 cache_version=v2")
         assert dagnb.settings().max_concurrent_executions == 3
         # (the settings changed, not the whole table, which is %dagger config alone)
-        assert table.values.tolist() == [["max_concurrent_executions", "3"],
-                                         ["cache_version", "'v2'"]]
-        assert len(line(shell, "config")) > 2
+        assert table.values.tolist() == [["max_concurrent_executions", "3", "set in this kernel"],
+                                         ["cache_version", "'v2'", "set in this kernel"]]
+        everything = line(shell, "config")
+        assert len(everything) > 2
+        shown = dict(zip(everything["setting"], everything["source"], strict=True))
+        assert shown["max_retries"] == dagnb.config.origins()["max_retries"] != "argument"
     finally:
         dagnb.configure(max_concurrent_executions=old, cache_version="")
 
@@ -713,8 +716,8 @@ def test_config_named_shows_those_settings_and_refusals_name_the_magic(shell):
     old = dagnb.settings().max_retries
     try:
         table = line(shell, "config max_retries=2 executor max_retries")
-        assert table.values.tolist() == [["executor", repr(dagnb.settings().executor)],
-                                         ["max_retries", "2"]]
+        assert table[["setting", "value"]].values.tolist() == [
+            ["executor", repr(dagnb.settings().executor)], ["max_retries", "2"]]
         with pytest.raises(UsageError, match=r"^%dagger config: unknown setting "
                                              r"'max_retrie'; did you mean 'max_retries'\?$"):
             line(shell, "config max_retrie")
@@ -1090,3 +1093,21 @@ def test_a_saved_cell_ending_in_an_expression_imports_dagnbs_display_with_a_note
                if text.startswith("from dagnb.")}
     assert "# shows a cell's last value in IPython" in imports["_dagnb_displayed"]
     assert "# what the cell's %time line became" in imports["timed"]
+
+
+def test_config_says_where_each_value_came_from(shell, tmp_path, monkeypatch):
+    """``%dagger config`` showed values alone: a value from a ``dagnb.yaml`` in the
+    folder, or from a variable, looked the same as one typed in this kernel."""
+    monkeypatch.setenv("DAGNB_MAX_RETRIES", "4")
+    (tmp_path / "dagnb.yaml").write_text("project: from-file\n")
+    monkeypatch.chdir(tmp_path)
+    dagnb.config.reload()
+    try:
+        line(shell, "config retry_jitter=0.5")
+        table = line(shell, "config max_retries project retry_jitter executor")
+        assert dict(zip(table["setting"], table["source"], strict=True)) == {
+            "max_retries": "DAGNB_MAX_RETRIES", "project": "dagnb.yaml",
+            "retry_jitter": "set in this kernel", "executor": "default"}
+    finally:
+        monkeypatch.undo()
+        dagnb.config.reload()

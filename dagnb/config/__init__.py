@@ -92,6 +92,7 @@ __all__ = [
     "find_config_file",
     "made",
     "origins",
+    "readable_source",
     "reload",
     "secret_value",
     "settings",
@@ -893,12 +894,12 @@ def show(*, short_paths: bool = True) -> Any:
 def show_rows(*, short_paths: bool = True) -> list[dict[str, Any]]:
     """:func:`show`'s rows, without pandas (``dagnb config show`` prints them)."""
     current, where = settings(), origins()
-    shown = _readable if short_paths else str
+    shown = readable_source if short_paths else str
     return [{"key": key, "value": getattr(current, key), "source": shown(where[key])}
             for key in _CHECKS]
 
 
-def _readable(source: str) -> str:
+def readable_source(source: str) -> str:
     """An origin as :func:`show` prints it (see there); 'default', a variable name and
     'argument' as they are."""
     path, bracket, section = source.partition(" [")  # "pyproject.toml [tool.dagnb]"

@@ -829,7 +829,19 @@ def _cmd_config(self: DaggerMagics, rest: str) -> pd.DataFrame:
         values = dataclasses.asdict(settings())
     shown = named or [key for key in values if key in _changed_keys(changes)]  # (a change:
     keys = [key for key in values if not shown or key in shown]  # those it made, not all)
-    return pd.DataFrame({"setting": keys, "value": [repr(values[key]) for key in keys]})
+    return pd.DataFrame({"setting": keys, "value": [repr(values[key]) for key in keys],
+                         "source": _sources(keys)})
+
+
+def _sources(keys: list[str]) -> list[str]:
+    """Where each setting's value came from, as ``dagnb config show`` says it (a file,
+    a variable, the default); one set in this kernel, by ``%dagger config`` or
+    ``dagnb.configure()``, says so: "argument" named no argument the user gave."""
+    from dagnb.config import ARGUMENT, DEFAULT, origins, readable_source
+
+    where = origins()
+    return ["set in this kernel" if where.get(key) == ARGUMENT
+            else readable_source(where.get(key, DEFAULT)) for key in keys]
 
 
 def _changed_keys(changes: Mapping[str, Any]) -> set[str]:
