@@ -30,6 +30,16 @@ def body_imports(code: types.CodeType, package: str | None) -> Iterator[str]:
                 name = _absolute(instruction.argval, level, package)
                 if name is not None:
                     yield name
+                    yield from _submodules_named(name, consts[-1] if consts else None)
+
+
+def _submodules_named(name: str, fromlist: Any) -> Iterator[str]:
+    """What ``from name import a, b`` may import as modules of their own: ``name.a``,
+    ``name.b`` (a submodule not imported yet is loaded by that line, and its text is
+    what the function runs; a name that is no module is found to be none)."""
+    if type(fromlist) is tuple:
+        yield from (f"{name}.{item}" for item in fromlist
+                    if type(item) is str and item != "*")
 
 
 def _absolute(name: str, level: int, package: str | None) -> str | None:
