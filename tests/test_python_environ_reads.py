@@ -242,3 +242,73 @@ def test_a_bytecode_walk_that_fails_leaves_the_key_made(
     monkeypatch.setattr(environ_module, "_names_in", fails)
     assert environ_names(region.__code__, region.__globals__) == (set(), set(), set())
     assert "host_var:REGION" not in _components(lambda: os.environ.get("REGION"))
+
+
+ALIASED = '''
+import os as o
+from os import environ as E, getenv as g
+
+def through_module_alias():
+    return o.environ.get("REGION"), o.getenv("ZONE"), o.environ["TIER"]
+
+def through_global_aliases():
+    return E.get("MODE"), g("LATER"), "SEEN" in E
+
+def through_body_imports():
+    import os as osmod
+    from os import environ as env, getenv as read
+    return osmod.environ["REGION"], env.get("ZONE"), read("TIER")
+
+def sets_through_an_alias():
+    o.environ["SET_HERE"] = "1"
+    return o.environ["SET_HERE"]
+
+def takes_it_whole_through_an_alias():
+    return dict(E)
+'''
+
+
+def _aliased(name: str) -> object:
+    namespace: dict[str, object] = {}
+    exec(compile(ALIASED, "<aliased>", "exec"), namespace)
+    return namespace[name]
+
+
+@pytest.mark.parametrize(("name", "read"), [
+    ("through_module_alias", {"REGION", "ZONE", "TIER"}),
+    ("through_global_aliases", {"MODE", "LATER", "SEEN"}),
+    ("through_body_imports", {"REGION", "ZONE", "TIER"}),
+    ("sets_through_an_alias", {"SET_HERE"}),  # (read and set: the key leaves it out)
+])
+def test_variables_read_through_another_name_of_os_are_found(name: str, read: set[str]) -> None:
+    """``import os as o``, ``from os import environ as E`` (in the module or the body):
+    the reads were unseen, and a run with another REGION was served the old result."""
+    func = _aliased(name)
+    found, written, unkeyed = environ_names(func.__code__, func.__globals__)
+    assert (found, unkeyed) == (read, set())
+    assert written == ({"SET_HERE"} if name == "sets_through_an_alias" else set())
+
+
+def test_a_whole_environment_taken_through_an_alias_is_unkeyed() -> None:
+    func = _aliased("takes_it_whole_through_an_alias")
+    assert environ_names(func.__code__, func.__globals__)[2] == {"whole"}
+
+
+def test_a_global_of_an_aliased_name_that_is_not_oss_counts_nothing() -> None:
+    namespace = {"o": {"environ": {}}, "E": {"MODE": "mine"}}
+    code = compile('def f():\n    return o.environ.get("REGION"), E.get("MODE")\n', "<t>",
+                   "exec")
+    inner = next(c for c in code.co_consts if hasattr(c, "co_code"))
+    assert environ_names(inner, namespace)[0] == set()
+
+
+def test_a_memory_function_reading_through_an_alias_misses_when_the_variable_changes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    func = _aliased("through_module_alias")
+    cached = dagnb.Memory("mem").cache(func)
+    monkeypatch.setenv("ZONE", "z1")
+    monkeypatch.setenv("TIER", "t")
+    monkeypatch.setenv("REGION", "eu")
+    assert cached() == ("eu", "z1", "t")
+    monkeypatch.setenv("REGION", "ap")
+    assert cached() == ("ap", "z1", "t")

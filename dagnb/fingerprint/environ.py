@@ -65,7 +65,9 @@ def environ_names(code: types.CodeType, namespace: dict[str, object]
     (:data:`WHOLE`, :data:`DYNAMIC`); ``namespace``: its globals, where ``environ`` and
     ``getenv`` must be os's to count."""
     try:
-        found = [_names_in(nested) for nested in _nested(code)]
+        codes = list(_nested(code))
+        aliases = _aliases(codes, namespace)
+        found = [_names_in(nested, aliases) for nested in codes]
     except Exception:  # (bytecode this walk does not know: the reads unseen, as before)
         return frozenset(), frozenset(), frozenset()
     read = _own_names(frozenset().union(*(r for r, _ in found)), namespace)
@@ -95,13 +97,58 @@ def _nested(code: types.CodeType) -> Iterator[types.CodeType]:
             yield from _nested(const)
 
 
+_CANONICAL = {"os": os, "environ": os.environ, "getenv": os.getenv}
+
+
+def _aliases(codes: list[types.CodeType], namespace: dict[str, object]
+             ) -> tuple[tuple[str, str], ...]:
+    """Other names the code reads ``os``, ``os.environ`` or ``os.getenv`` by, each with
+    the one it stands for: a global bound to it (``import os as o``), or a name the code
+    binds by importing it (``from os import environ as E`` in the body)."""
+    found: dict[str, str] = {}
+    for code in codes:
+        for name in code.co_names:
+            held = namespace.get(name)
+            for canonical, obj in _CANONICAL.items():
+                if held is obj and name != canonical:
+                    found[name] = canonical
+        found.update(_imported_aliases(code))
+    return tuple(sorted(found.items()))
+
+
+def _imported_aliases(code: types.CodeType) -> dict[str, str]:
+    """``import os as o`` and ``from os import environ as E, getenv as g`` in this code:
+    the names they bind, each with what it stands for."""
+    if "os" not in code.co_names:
+        return {}
+    found, bound, importing = {}, "", False
+    for instruction in dis.get_instructions(code):
+        op, value = instruction.opname, instruction.argval
+        if op in _BETWEEN:
+            continue
+        if op == "IMPORT_NAME":
+            importing, bound = value == "os", "os" if value == "os" else ""
+        elif op == "IMPORT_FROM" and importing:
+            bound = value if value in ("environ", "getenv") else ""
+        elif op.startswith("STORE_") and bound:
+            if value != bound:
+                found[value] = bound
+            bound = ""
+        elif op != "POP_TOP":
+            importing, bound = False, ""
+    return found
+
+
 @functools.lru_cache(maxsize=4096)
-def _names_in(code: types.CodeType) -> tuple[frozenset[str], frozenset[str]]:
+def _names_in(code: types.CodeType, aliases: tuple[tuple[str, str], ...] = ()
+              ) -> tuple[frozenset[str], frozenset[str]]:
     """Names read and set in this one code object (a bare ``environ``'s or ``getenv``'s
     reads marked ``\\0via\\0NAME``: whether it is os's is for the globals to say; a read
-    no key can name as ``\\1whole`` or ``\\1dynamic``)."""
-    if "environ" not in code.co_names and "getenv" not in code.co_names and (
-            "environ" not in code.co_varnames and "getenv" not in code.co_varnames):
+    no key can name as ``\\1whole`` or ``\\1dynamic``); ``aliases``: other names of
+    ``os``, ``os.environ`` and ``os.getenv``, each known to be os's."""
+    alias = dict(aliases)
+    names = {*code.co_names, *code.co_varnames, *code.co_freevars, *code.co_cellvars}
+    if "environ" not in names and "getenv" not in names and not names & alias.keys():
         return frozenset(), frozenset()  # (most code: nothing to look at)
     read: set[str] = set()
     written: set[str] = set()
@@ -110,6 +157,11 @@ def _names_in(code: types.CodeType) -> tuple[frozenset[str], frozenset[str]]:
     for instruction in dis.get_instructions(code):
         op, value = instruction.opname, instruction.argval
         if op in _BETWEEN:
+            continue
+        if op in _LOADS and value in alias:  # (known to be os's: no mark to check)
+            state, via, before = {"os": "os", "environ": _ENVIRON,
+                                  "getenv": _GETTER}[alias[value]], "", previous
+            previous = None
             continue
         if state in (_ENVIRON, _GETTER) and op in _LOADS and value != "os":
             # ``os.environ[name]`` or ``os.getenv(name)``, unless it sets ``name``;
