@@ -887,6 +887,35 @@ def test_a_secret_written_in_pieces_outside_steps_shows_masked_in_the_cell(
     assert secret not in shown and "thread ***\n" in shown and "cell ***\n" in shown
 
 
+def test_a_logging_handler_and_a_subprocess_of_a_step_show_its_secret_masked_in_the_cell(
+        tmp_path: Path) -> None:
+    """A ``logging`` handler made at the top of the notebook holds the kernel's stream
+    itself, and ipykernel writes what a subprocess prints with that stream's ``write``:
+    both went past dagnb's stand-ins, and the secret reached the cell, and the saved
+    notebook, in clear. A kernel of its own: ipykernel forwards file descriptors 1 and 2
+    to the cell only where ``PYTEST_CURRENT_TEST`` is not set, as in JupyterLab."""
+    secret = "tok-LOGGED-8889990"
+    env = KERNEL_ENV | {"JPY_SESSION_NAME": str(tmp_path / "pipeline.ipynb")}
+    with started_kernel(tmp_path, env, unset=("PYTEST_CURRENT_TEST",)) as client:
+        kernel = Kernel(client, tmp_path)
+        kernel.run(f"%load_ext dagnb\nimport logging, os, time\n"
+                   f"os.environ['LOG_TOKEN'] = {secret!r}\n"
+                   "logging.basicConfig(level=logging.INFO, force=True)")
+        outputs = kernel.run(
+            "%%dagger call --python --secret LOG_TOKEN --no-cache\n"
+            "import logging, os, subprocess\n"
+            "logging.info('GET /v1?token=%s', os.environ['LOG_TOKEN'])\n"
+            "subprocess.run(['sh', '-c', 'echo Bearer $LOG_TOKEN'])\n")
+        assert error(outputs) is None, outputs
+        # (ipykernel forwards the subprocess's line from a thread: this cell or the next)
+        shown = _shown_text(outputs) + _shown_text(kernel.run("time.sleep(0.3)"))
+        assert "GET /v1?token=***" in shown and "Bearer ***" in shown
+        assert secret not in shown
+        time.sleep(1.1)  # (the moment after a run that its secrets are still masked there)
+        after = _shown_text(kernel.run("logging.info('after %s', os.environ['LOG_TOKEN'])"))
+        assert f"after {secret}" in after  # (no run masks now: the notebook's own, as is)
+
+
 def test_a_cells_partial_line_held_back_during_a_background_run_shows_in_that_cell(
         kernel: Kernel, tmp_path: Path) -> None:
     """A cell printing the start of a secret with no line end while a background run

@@ -29,9 +29,11 @@ import atexit
 import codecs
 import contextlib
 import contextvars
+import functools
 import io
 import sys
 import threading
+import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterable
@@ -404,6 +406,7 @@ class capturing:  # (lower case: used as the function it was, ``with capturing(m
             if mask is not None:
                 with _echo_lock:
                     _masks = (*_masks, mask)
+                    _guard_kernel_streams()
 
     def __exit__(self, *exc_info: object) -> None:
         global _users
@@ -440,6 +443,70 @@ def _stop_masking(mask: Callable[[str], str]) -> None:
             echo.release()
         index = _masks.index(mask)
         _masks = _masks[:index] + _masks[index + 1:]
+        if _guarded:  # (see _guard_kernel_streams)
+            global _late
+            until, late = _late
+            kept = late if time.monotonic() < until else ()
+            _late = (time.monotonic() + LATE_SECONDS, (*kept, mask))
+
+
+# the kernel's streams whose writes go through dagnb (see _guard_kernel_streams)
+_guarded: set[int] = set()
+# until when (time.monotonic()) the kernel's streams mask with the masks of the runs
+# with secrets that ended last, and those masks
+_late: tuple[float, tuple[Callable[[str], str], ...]] = (0.0, ())
+LATE_SECONDS = 1.0  # (ipykernel forwards a subprocess's lines from a thread, a moment later)
+
+
+def _guard_kernel_streams() -> None:
+    """Mask what is written to the notebook kernel's own streams past dagnb's stand-ins
+    while runs with secrets go on, and for :data:`LATE_SECONDS` after: a ``logging``
+    handler made before the run holds the stream itself, and ipykernel writes what a
+    subprocess prints to file descriptor 1 or 2 with the stream's ``write``, from a
+    thread of its own, a moment later. Those reached the cell and the saved notebook in
+    clear. The stream's ``write`` is replaced once and stays so: when no run masks it
+    passes the text on as it is, one call more (a terminal's stream is C code, its
+    ``write`` not to be replaced: README). :data:`_echo_lock` held."""
+    for name, stream in _saved.items():
+        if id(stream) in _guarded or not _is_kernel_stream(stream):
+            continue
+        echo = _routing(name, stream)._echo
+        original = functools.partial(type(stream).write, stream)
+        echo._out = _Unguarded(stream, original)
+        stream.write = _guarded_write(echo, original)
+        _guarded.add(id(stream))
+
+
+def _guarded_write(echo: _HeldEcho, original: Callable[[str], int]) -> Callable[[str], int]:
+    def write(text: str) -> int:
+        if _masks:
+            echo.write(text)
+            return len(text)
+        until, late = _late
+        if late and time.monotonic() < until:
+            text = _masked(text, late)
+        return original(text)
+
+    return write
+
+
+def _is_kernel_stream(stream: object) -> bool:
+    kind = type(stream)
+    return kind.__name__ == "OutStream" and kind.__module__.startswith("ipykernel")
+
+
+class _Unguarded:
+    """A guarded kernel stream as its own class writes, for the echo that masks its
+    writes (the stream's ``write`` leads to that echo: through it, a loop)."""
+
+    __slots__ = ("_stream", "write")
+
+    def __init__(self, stream: Any, write: Callable[[str], int]) -> None:
+        self._stream = stream
+        self.write = write
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
 
 
 class routed_output(_StepBuffer):
