@@ -678,8 +678,11 @@ def test_a_run_nobody_waits_for_sees_the_sigints_that_overlap_its_attempt_and_no
             loop.release_wakeup()  # (the background run ended during the wait)
         assert signal.set_wakeup_fd(before_w.fileno()) == before_w.fileno()  # given back
         loop.hold_wakeup()
+        subprocess.run(["true"], check=True)  # (seen's attempt starts a process)
+        quiet = loop.unwaited_attempt(run)  # (one that starts none)
         signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
         assert loop.interrupted_unwaited(seen, began)  # (overlapped it)
+        assert not loop.interrupted_unwaited(quiet, began)  # (no process of it to kill)
         assert not loop.interrupted_unwaited(loop.unwaited_attempt(run), began)  # (did not)
         loop.release_wakeup()
         assert before_r.recv(16) == bytes([signal.SIGINT])  # handed on

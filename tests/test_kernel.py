@@ -1874,6 +1874,27 @@ def test_the_stop_button_in_another_cell_stores_no_cut_short_step_of_a_backgroun
     assert_train_cut_short_and_run_again(kernel, tmp_path)
 
 
+def test_the_stop_button_in_another_cell_keeps_a_background_step_that_started_no_process(
+        kernel: Kernel, tmp_path: Path) -> None:
+    """A background Python step that starts no process has none the button can kill:
+    stopping another cell threw its finished result away, the step said to be "cut
+    short" by an interrupt that reached "the processes it waited for"."""
+    release, busy = tmp_path / "release", tmp_path / "busy"
+    outputs = kernel.run(
+        "%%dagger wait --background --python --outputs r\nimport os, time\n"
+        f"while not os.path.exists({str(release)!r}):\n    time.sleep(0.05)\nr = 42\n")
+    assert error(outputs) is None, outputs
+    kernel.run("background = get_session().last_run")
+    thread = stop_button_when(busy, kernel)
+    outputs = kernel.run(f"import time\nopen({str(busy)!r}, 'w').close()\ntime.sleep(20)")
+    thread.join(5)
+    found = error(outputs)
+    assert found is not None and found["ename"] == "KeyboardInterrupt", outputs
+    release.touch()
+    assert kernel.value("background.wait(30).states()") == "{'wait': 'succeeded'}"
+    assert kernel.value("r") == "42"
+
+
 @pytest.mark.skipif(not hasattr(os, "killpg"), reason="the stop button signals a group on POSIX")
 def test_the_stop_button_in_os_system_stores_no_cut_short_step_of_a_background_run(
         kernel: Kernel, tmp_path: Path) -> None:

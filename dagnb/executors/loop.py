@@ -959,13 +959,47 @@ _unwaited: set[object] = set()  # runs nobody waits for whose attempts SIGINT cu
 
 
 class UnwaitedAttempt:
-    """An attempt of a run nobody waits for, as it began: the SIGINTs seen then, and
-    whether an ``os.system`` command it ran has died of SIGINT since."""
+    """An attempt of a run nobody waits for, as it began: the SIGINTs seen then, what
+    the process's ended children had used and the thread's live children (whether it
+    starts a process meanwhile), and whether an ``os.system`` command it ran has died of
+    SIGINT since."""
 
-    __slots__ = ("command_interrupted", "seen")
+    __slots__ = ("children", "command_interrupted", "seen", "used")
 
     def __init__(self, seen: int) -> None:
         self.seen, self.command_interrupted = seen, False
+        self.used, self.children = _children_used(), _live_children()
+
+    def started_a_process(self) -> bool:
+        """Whether a process may have started since (what a SIGINT to the kernel's group
+        could have killed): a child ended and was waited for (``subprocess.run``), or
+        one of this thread's lives on. Any other child the kernel waited for counts too
+        (another run's command): where it cannot tell, it says yes."""
+        if self.used is None or self.children is None:
+            return True
+        now = _live_children()
+        return (_children_used() != self.used or now is None
+                or not set(now.split()) <= set(self.children.split()))
+
+
+def _children_used() -> tuple[float, ...] | None:
+    """What the process's children that ended and were waited for have used (CPU, page
+    faults): it moves with each one, however short; None where it cannot be read."""
+    try:
+        import resource
+    except ImportError:  # (not on Windows)
+        return None
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (used.ru_utime, used.ru_stime, used.ru_minflt, used.ru_nvcsw, used.ru_nivcsw)
+
+
+def _live_children() -> bytes | None:
+    """This thread's live children, as Linux lists them; None where it does not."""
+    try:
+        with open(f"/proc/self/task/{threading.get_native_id()}/children", "rb") as listing:
+            return listing.read()
+    except OSError:
+        return None
 
 
 _attempt_of_unwaited: contextvars.ContextVar[UnwaitedAttempt | None] = contextvars.ContextVar(
@@ -1005,12 +1039,14 @@ def interrupted_unwaited(attempt: UnwaitedAttempt, began: float) -> bool:
     """Whether SIGINT reached the process during ``attempt`` of a run nobody waits for,
     which began at ``began`` (``time.monotonic()``), or killed an ``os.system`` command
     it ran: the stop button then killed what the step waited for, though nobody cancels
-    the run. Sent but not yet taken counts, as in :func:`interrupt_arrived`."""
+    the run. Sent but not yet taken counts, as in :func:`interrupt_arrived`. An attempt
+    that started no process had none to lose: a stop of another cell meanwhile threw
+    its finished result away, said to be cut short."""
     if attempt.command_interrupted:
         return True
     if time.monotonic() - began < STARTS_A_PROCESS:
         return False
-    return sigints_seen() > attempt.seen or sigint_pending()
+    return (sigints_seen() > attempt.seen or sigint_pending()) and attempt.started_a_process()
 
 
 def sigint_pending() -> bool:
