@@ -475,6 +475,17 @@ def test_plan_names_the_command_that_shows_a_diff_not_the_diff_squeezed_in_a_row
     assert "-echo 3\n+echo 3b" in str(line(shell, "cache explain a"))
 
 
+def test_plan_shows_each_reason_whole_as_text_and_html(shell):
+    """The plan's reasons were cut at pandas' 50 characters, in the cell and the saved
+    notebook: "code changed (%dagger cache explain a shows..." lost where to look."""
+    cell(shell, "a", "echo 1\necho 2\n")
+    cell(shell, "a --define-only", "echo 1\necho 3\n")
+    planned = line(shell, "plan")
+    reason = "command changed (%dagger cache explain a shows the diff)"
+    assert planned["reason"].tolist() == [reason] and len(reason) > 50
+    assert reason in repr(planned) and reason in planned._repr_html_()
+
+
 def test_cache_words_name_the_steps_held_and_the_magic_to_type(shell):
     """``%dagger cache entries lod`` said only "no cache entries of step 'lod'", and a
     push with no store named ``dagnb cache push``, a terminal's command."""

@@ -641,7 +641,7 @@ def _cmd_plan(self: DaggerMagics, rest: str) -> pd.DataFrame:
     planned["reason"] = [without_diff(str(reason), f"%dagger cache explain {step}")
                          for step, reason in zip(planned["step"], planned["reason"],
                                                  strict=True)]
-    return planned
+    return shown(planned, empty=NO_STEPS_YET, left=True)  # (a reason whole, not cut at 50)
 
 
 def _cmd_cache(self: DaggerMagics, rest: str) -> Any:
