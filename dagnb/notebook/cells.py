@@ -53,6 +53,7 @@ from dagnb.model.masking import SecretFinder
 from dagnb.model.step import Step, check_name
 from dagnb.notebook.ipython_lines import TIMER, ipython_to_python, needs_kernel, timed
 from dagnb.notebook.last_expression import DISPLAYED, TIMED_VALUE, displayed, with_last_displayed
+from dagnb.notebook.warning_lines import note_lines_as_written
 from dagnb.workflows.loader import secret_option
 from dagnb.workflows.published import PUBLISHED_AS
 from dagnb.workflows.pyfunctions import IMPORT_NOTE
@@ -326,6 +327,7 @@ def cell_function(name: str, source: str, needs: Iterable[str], outputs: Iterabl
     setattr(function, PUBLISHED_AS, tuple(outputs))  # (a saved workflow's steps take it)
     if written:  # (what a traceback shows of them: see dagnb.executors.local)
         function._dagnb_lines_as_written = written
+        note_lines_as_written(filename, written)  # (and a warning's line)
     if outputs:  # (an UnboundLocalError there is an output the cell did not reach)
         function._dagnb_return_line = _return_line(text)
     if kept:  # (the session puts them back from a cache hit: see kept_names)

@@ -48,7 +48,7 @@ from dagnb.executors.dagger import services
 from dagnb.model.graph import Graph, unknown_need_message
 from dagnb.model.masking import MIN_LINE, Masker, named_as_secret
 from dagnb.model.step import Step
-from dagnb.notebook import displays
+from dagnb.notebook import displays, warning_lines
 from dagnb.notebook.cells import parse_assignments, parse_names, step_from_options
 from dagnb.notebook.document import (
     MAGIC,
@@ -1205,6 +1205,7 @@ def load_ipython_extension(ipython: Any) -> None:
     displays.install(ipython)  # what a --python step displays is its own output
     # (a cell's partial line held back while a run masks goes out in that cell)
     ipython.events.register("post_execute", release_held)
+    warning_lines.install()  # (a warning's line: the %%dagger line, not IPython's call)
     quiet_shutdown_race()  # (a traceback of ipykernel's own on a stopped `dagnb run`)
     if path is not None and not len(magics.session.graph):
         defined, problems = adopt_notebook(magics.session, path, ipython.user_ns)
@@ -1241,5 +1242,6 @@ def _saved_at(path: Path) -> str:
 def unload_ipython_extension(ipython: Any) -> None:
     """``%unload_ext dagnb``: displays go straight to the publisher again."""
     displays.uninstall(ipython)
+    warning_lines.uninstall()
     if release_held in ipython.events.callbacks["post_execute"]:
         ipython.events.unregister("post_execute", release_held)
