@@ -223,3 +223,15 @@ def test_a_steps_repr_shows_the_fields_given() -> None:
     assert repr(step) == ("Step('b', func=test_a_steps_repr_shows_the_fields_given.<locals>."
                           "load, needs=('a',), env={'A': '1'}, timeout=600.0, cache=False)")
     assert repr(Step("c", run="true", retries=0)) == "Step('c', run='true', retries=0)"
+
+
+def test_a_steps_repr_masks_the_values_of_its_secrets(monkeypatch) -> None:
+    """A token written into a step's env or command showed in clear in its repr, what a
+    notebook shows of the step, though a run masks it everywhere else."""
+    monkeypatch.setenv("API_TOKEN", "tok-9f8e7d6c5b4a")
+    step = Step("fetch", run="curl -H 'Authorization: Bearer tok-9f8e7d6c5b4a' x",
+                env={"AUTH": "Bearer tok-9f8e7d6c5b4a"}, secrets=["API_TOKEN"])
+    assert repr(step) == ("Step('fetch', run=\"curl -H 'Authorization: Bearer ***' x\", "
+                          "env={'AUTH': 'Bearer ***'}, secrets=('API_TOKEN',))")
+    monkeypatch.delenv("API_TOKEN")  # (no value to mask: as it is)
+    assert "Bearer tok-9f8e7d6c5b4a" in repr(step)

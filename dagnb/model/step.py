@@ -24,7 +24,7 @@ from typing import Any, TypeVar, Union
 from dagnb import checks
 from dagnb.checks import NEVER_EXPIRES, parse_duration, parse_ttl
 from dagnb.errors import InvalidStepError, WorkflowError
-from dagnb.model.masking import variable_holding
+from dagnb.model.masking import shared_masker, variable_holding
 
 __all__ = ["CachePolicy", "Step", "cached_per_function", "check_name", "forgetting",
            "host_folders", "mount_path", "parse_duration"]
@@ -314,6 +314,14 @@ def _is_default(field: dataclasses.Field[Any], value: Any) -> bool:
                                       and value == field.default)
 
 
+def _secrets_masked(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with the values of the variables ``secrets`` names masked: a step's
+    repr (what a notebook shows of it) printed a token written into its ``env`` or its
+    command in clear, which a run masks everywhere else."""
+    values = [value for name in secrets if (value := os.environ.get(name))]
+    return shared_masker(values)(text) if values else text
+
+
 def _shown_field(value: Any) -> str:
     """A field's value as its repr says it: a function by its name, a mapping as a dict."""
     if callable(value) and hasattr(value, "__qualname__"):
@@ -404,7 +412,7 @@ class Step:
         given = [f"{field.name}={_shown_field(getattr(self, field.name))}"
                  for field in dataclasses.fields(self)[1:]
                  if not _is_default(field, getattr(self, field.name))]
-        return f"Step({', '.join([repr(self.name), *given])})"
+        return _secrets_masked(f"Step({', '.join([repr(self.name), *given])})", self.secrets)
 
     def __post_init__(self) -> None:
         name = check_name(self.name)
