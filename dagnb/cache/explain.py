@@ -287,7 +287,8 @@ def _sentence(name: str, change: str, before: str, after: str,
     if head == HOST_VARIABLE:
         return _host_variable_sentence(detail, change, before, after)
     if head == "env":
-        return f"env changed ({', '.join(_changed_names(before, after)) or '?'})"
+        changed = ", ".join(_changed_names(before, after)) or _hidden_names(after)
+        return f"env changed ({changed or '?'})"
     if head == "secrets":
         return f"secret names changed: {_names(before)} → {_names(after)}"
     if head == "params":
@@ -405,6 +406,19 @@ def _as_python(text: str) -> str:
 def _names(text: str) -> str:
     names = _load(text)
     return ", ".join(names) if isinstance(names, list) and names else "(none)"
+
+
+def _hidden_names(described: str) -> str:
+    """The variables of an env whose values its description hides (a secret written
+    into it), one of which changed where the shown values are the same; "" for none."""
+    values = _load(described)
+    if not isinstance(values, dict):
+        return ""
+    hidden = [name for name, value in sorted(values.items())
+              if value == NOT_SHOWN or (isinstance(value, str) and ":***@" in value)]
+    if len(hidden) == 1:
+        return f"{hidden[0]}, whose value is not shown"
+    return f"one of {', '.join(hidden)}, whose values are not shown" if hidden else ""
 
 
 def _changed_names(before: str, after: str) -> list[str]:

@@ -38,7 +38,13 @@ from dagnb.fingerprint import (
     value_digest,
 )
 from dagnb.model.jsontext import encoder, scalar_text
-from dagnb.model.masking import MIN_LINE, named_as_secret, named_surely_secret, url_password
+from dagnb.model.masking import (
+    MIN_LINE,
+    named_as_secret,
+    named_surely_secret,
+    url_password,
+    written_secrets,
+)
 from dagnb.model.step import Step, host_folders, mount_path
 
 __all__ = ["CACHE_FORMAT", "StepKey", "code_text", "key_digest", "step_key"]
@@ -719,7 +725,7 @@ def _spec(step: Step, kind: str, plain: bool,
     elif plain:
         key.text("command", _canonical(list(step.run or ())))
     key.text("image", step.image or "", step.image or "(none)")
-    key.text("env", _canonical(dict(step.env)))
+    key.text("env", _canonical(dict(step.env)), _env_shown(step.env))
     key.text("secrets", _canonical(sorted(step.secrets)))  # names only, never values
     key.text("workdir", step.workdir or "", step.workdir or "(default)")
     key.text("params", _NO_PARAMS)
@@ -734,6 +740,21 @@ def _spec(step: Step, kind: str, plain: bool,
     if not step.errexit:  # shell text that carries on after a failing command
         key.text("errexit", "false")
     return key.components, key.describe
+
+
+def _env_shown(env: Mapping[str, str]) -> str | None:
+    """A step's env as its key describes it, a secret written into it (a password's
+    value, a URL's password) as ``<not shown>``: the description is kept with the entry,
+    and pushed to a store; None (as it is) when it holds none."""
+    written = written_secrets(env)
+    if not written:
+        return None
+    shown = {name: NOT_SHOWN if name in written else value for name, value in env.items()}
+    for name, value in env.items():
+        password = written.get(f"{name}:password")
+        if password is not None:
+            shown[name] = value.replace(f":{password}@", ":***@")
+    return _canonical(shown)
 
 
 def _code_and_variables(step: Step, instead: Mapping[str, Any] | None

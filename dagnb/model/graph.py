@@ -26,6 +26,7 @@ from dagnb.errors import (
     MissingDependencyError,
     StepNotFoundError,
 )
+from dagnb.model.masking import written_secrets
 from dagnb.model.moved_modules import STEPS_MODULE_PREFIX
 from dagnb.model.step import (
     EXECUTOR_NAMES,
@@ -275,6 +276,8 @@ class Graph:
         from dagnb.workflows.pyfunctions import check_params_taken  # (a layer above)
 
         for step in self._steps.values():
+            if step.env:
+                _warn_of_written_secrets(step)
             if step.func is None:
                 _warn_of_params_read_as_variables(step)
                 continue
@@ -722,6 +725,20 @@ def _input_folders_named(run: str | tuple[str, ...] | None) -> list[str]:
     if "#" in text:
         text = _COMMENT.sub("", text)
     return list(dict.fromkeys(_INPUT_FOLDER.findall(text)))
+
+
+def _warn_of_written_secrets(step: Step) -> None:
+    """Warn of a secret written into a step's env (``DB_PASSWORD: ...``, a URL's
+    password): a run masks it and a key does not show it, but whoever reads the
+    workflow file or the notebook reads it, and a container gets it as a plain variable."""
+    for name in written_secrets(step.env):
+        variable = name.partition(":")[0]
+        what = "a URL's password" if name.endswith(":password") else "a secret (by its name)"
+        checks.warn_user(
+            f"step {step.name!r}: env {variable} holds {what} written into the step: runs "
+            "mask it and the cache leaves it out, but the workflow file or notebook holds "
+            f"it in clear; remove it from env, set {variable} in the environment and list "
+            "it under the step's secrets")
 
 
 def _warn_of_params_read_as_variables(step: Step) -> None:

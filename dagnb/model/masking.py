@@ -27,7 +27,7 @@ from dagnb.errors import InvalidStepError
 
 __all__ = ["MASK", "MASKED_START", "MIN_LINE", "Masker", "SecretFinder", "environ_secrets",
            "leak_forms", "looks_like_token", "name_shown", "shared_finder", "shared_masker",
-           "url_password", "variable_holding"]
+           "url_password", "variable_holding", "written_secrets"]
 
 MASK = "***"
 _SGR = re.compile(r"\x1b\[[0-9;:]*m")  # a terminal's colour and style codes
@@ -127,6 +127,23 @@ def environ_secrets() -> Mapping[str, str]:
     path), by name: a run masks them even when no step declares them (an in-process
     step reads the process's environment, a command inherits it). Shared: not to change."""
     return _ENVIRON_SECRETS()
+
+
+def written_secrets(env: Mapping[str, str]) -> dict[str, str]:
+    """The values of a step's ``env`` that are secrets written into it, by name: one of a
+    variable named as a secret beyond doubt (``DB_PASSWORD: CorrectHorse42``) that may be
+    one (:func:`_may_be_secret`), and the password of a URL (``postgres://etl:pw@db``,
+    as ``NAME:password``). A run masks them, as it masks such a variable of its
+    environment, and a key describes them as ``<not shown>``."""
+    found = {}
+    for name, value in env.items():
+        if named_surely_secret(name) and _may_be_secret(value):
+            found[name] = value
+        elif (password := url_password(value)) is not None:
+            secret = password[0].rpartition(":")[2][:-1]  # (between the ':' and the '@')
+            if len(secret) >= MIN_LINE:
+                found[f"{name}:password"] = secret
+    return found
 
 
 def leak_forms(secret: str, lines: bool = True) -> set[str]:

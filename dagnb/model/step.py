@@ -267,6 +267,17 @@ def _check_env(env: Mapping[str, Any], step: str) -> Mapping[str, str]:
     return MappingProxyType({k: variable_text(v) for k, v in env.items()})
 
 
+def _refuse_secrets_in_env(secrets: Iterable[str], env: Mapping[str, str], step: str) -> None:
+    """A name in both: the step is given the secret (the environment's value), the env's
+    value is dropped, though it counts in the key and was kept in clear with the entry."""
+    both = sorted(set(secrets) & set(env))
+    if both:
+        raise InvalidStepError(
+            f"step {step!r}: {both[0]} is in both its secrets and its env; a secret's value "
+            f"comes from the environment (the env's would be ignored): remove {both[0]} "
+            "from env, and set it in the environment")
+
+
 def variable_text(value: str | int | float | bool) -> str:
     """A plain value as a variable's text: a bool as ``true``/``false``, as JSON and the
     ``DAGNB_PARAM_*`` variables write it, not Python's ``True``."""
@@ -431,6 +442,7 @@ class Step:
         set_(self, "services", _names(self.services, "services", name))
         set_(self, "exclude", _names(self.exclude, "exclude", name))
         set_(self, "env", _check_env(_frozen_map(self.env, "env", name), name))
+        _refuse_secrets_in_env(self.secrets, self.env, name)
         set_(self, "mounts", _check_mounts(_frozen_map(self.mounts, "mounts", name), name))
         set_(self, "params", _frozen_map(self.params, "params", name))
         if _check_params(self.params, name) > PARAM_VARIABLE_LIMIT and self.run is not None:

@@ -50,7 +50,7 @@ from dagnb.model.contract import (
     secret_not_set,
     unset_secret,
 )
-from dagnb.model.masking import environ_secrets
+from dagnb.model.masking import environ_secrets, written_secrets
 from dagnb.model.step import Step, parse_duration
 from dagnb.runtime.events import Listener
 from dagnb.runtime.history import (
@@ -523,8 +523,20 @@ def prepare(
                           # the variables named as secrets beyond doubt (HF_TOKEN), declared
                           # or not: masked and kept out of the cache, not withheld (an
                           # in-process step reads them, a command inherits them)
-                          masked_only={**environ_secrets(), **registry_secrets},
+                          masked_only={**environ_secrets(), **registry_secrets,
+                                       **_written_secrets(steps.values())},
                           links=_links_of(graph, selected, order, options.after))
+
+
+def _written_secrets(steps: Iterable[Step]) -> dict[str, str]:
+    """The secrets written into the steps' env (see ``written_secrets``), masked in the
+    run's logs as the environment's are; by a name of their own (the step's first)."""
+    found: dict[str, str] = {}
+    for step in steps:
+        if step.env:  # (most steps set none)
+            for name, value in written_secrets(step.env).items():
+                found.setdefault(f"{step.name}.env.{name}", value)
+    return found
 
 
 def _links_of(graph: Graph, selected: Selection, order: list[str],
