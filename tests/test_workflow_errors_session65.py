@@ -43,8 +43,21 @@ def test_a_need_like_no_step_names_the_steps_there_are(tmp_path, capsys, monkeyp
     # (it said "check the step names", naming none)
     said = _refused(tmp_path, "steps:\n  fetch: {run: 'true'}\n"
                               "  shout: {run: 'true', needs: [zzz]}\n", capsys, monkeypatch)
-    assert said == ("wf.yml: step 'shout' needs 'zzz', which is not a step; its steps are "
-                    "fetch, shout")
+    assert said == ("wf.yml: step 'shout' needs 'zzz', which is not a step; its other "
+                    "steps are fetch")
+
+
+@pytest.mark.parametrize(("needs", "said"), [
+    ("lod_data", "step 'load_data' needs 'lod_data', which is not a step; its other steps "
+                 "are clean"),  # (it said: did you mean 'load_data'? Itself: refused too)
+    ("clan", "step 'load_data' needs 'clan', which is not a step; did you mean 'clean'?"),
+])
+def test_a_mistyped_need_is_never_told_to_be_the_step_itself(tmp_path, capsys, monkeypatch,
+                                                             needs, said):
+    refused = _refused(tmp_path, f"steps:\n  clean: {{run: 'true'}}\n"
+                                 f"  load_data: {{run: 'true', needs: [{needs}]}}\n",
+                       capsys, monkeypatch)
+    assert refused == f"wf.yml: {said}"
 
 
 def test_needs_that_form_a_cycle_name_the_file_and_the_steps(tmp_path, capsys, monkeypatch):

@@ -871,8 +871,9 @@ def _quoted(names: Iterable[str]) -> str:
 def unknown_need_message(step: str, need: str, known: Iterable[str]) -> str:
     """Why ``step`` cannot need ``need``, with the closest step name (or the names) to
     write instead; a workflow file's loader says it too, naming the file first."""
-    known = list(known)
-    hint = checks.did_you_mean(need, known, otherwise=checks.choices_named(need, known))
+    known = [name for name in known if name != step]  # (not itself: that is refused too)
+    hint = checks.did_you_mean(need, known, otherwise=checks.choices_named(
+        need, known, noun="other steps"))
     return f"step {step!r} needs {need!r}, which is not a step; {hint}"
 
 
