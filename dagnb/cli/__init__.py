@@ -931,7 +931,8 @@ command("cache")(cache_commands.run)
 def _logs(args: argparse.Namespace) -> int:
     # (a notebook's runs are recorded as "notebook", every one's: found by their origin)
     workflow = (logs_command.notebook_of(args.workflow, args.cache_dir)
-                if _is_notebook(args.workflow) else logs_command.workflow_of(args.workflow))
+                if _is_notebook(args.workflow)
+                else logs_command.workflow_of(args.workflow, args.cache_dir))
     _unfailing_stdout()
     return logs_command.run(args, workflow)
 

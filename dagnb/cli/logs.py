@@ -124,18 +124,29 @@ def _runs(folder: Path, workflow: Workflow) -> list[dict[str, Any]]:
                          origin=workflow.origin or ANY_ORIGIN)[0]
 
 
-def workflow_of(path: str) -> Workflow:
+def workflow_of(path: str, cache_dir: str | None = None) -> Workflow:
     """The workflow file at ``path``; one that is there but does not load (a YAML error
-    mid-edit) is still found in the run records by its path."""
+    mid-edit), or is gone but recorded (renamed or removed since: ``dagnb history``
+    names this command for its runs), is still found in the run records by its path."""
     from dagnb.workflows.loader import load
 
     try:
         graph = load(path)
     except DagnbError as exc:
-        if not Path(path).is_file():
+        if not Path(path).is_file() and not _recorded(Path(path).resolve(), cache_dir):
             raise
         return Workflow(None, Path(path).resolve(), None, str(exc))
     return Workflow(graph.name, graph.workflow_file, graph)
+
+
+def _recorded(source: Path, cache_dir: str | None) -> bool:
+    """Whether a run of the workflow file ``source`` is recorded in the cache folder."""
+    from dagnb.cache import local_folder
+    from dagnb.cli.history import same_file
+    from dagnb.runtime.history import recorded_runs
+
+    return any(same_file(record.get("source"), source)
+               for record in recorded_runs(local_folder(cache_dir))[0])
 
 
 def run(args: argparse.Namespace, workflow: Workflow) -> int:
@@ -287,6 +298,9 @@ def _unlisted(args: argparse.Namespace, workflow: Workflow, found: StepInRun) ->
     those of its runs: none to say."""
     if workflow.origin is not None:
         return ""
+    if workflow.graph is None and not os.path.lexists(args.workflow):
+        return (f"{args.workflow} is gone (renamed or removed since); step {args.step!r} "
+                f"read from its run records: its lines in run {found.run}")
     if workflow.graph is None:
         return (f"{args.workflow} does not load now ({workflow.problem}); step "
                 f"{args.step!r} read from its run records: its lines in run {found.run}")
