@@ -138,6 +138,36 @@ def test_a_killed_run_s_steps_say_it_was_killed(folder, capsys):
                                     "the run was killed before it ended (its process is gone)"]
 
 
+@pytest.mark.parametrize("first_cached", [False, True])
+def test_a_killed_run_s_steps_that_ended_before_it_say_how(folder, capsys, first_cached):
+    """Every step of a killed run read ``killed``, the one that had succeeded (and was
+    stored, the next run served it) too: its folder's ``.uses`` says which ended."""
+    (folder / "wf.yml").write_text(
+        "name: slow\nsteps:\n  first: {run: 'echo one > \"$DAGNB_OUT/1.txt\"'}\n"
+        "  nap: {needs: [first], run: 'touch napping; sleep 60'}\n"
+        "  last: {needs: [nap], run: 'true'}\n")
+    if first_cached:
+        assert _dagnb(capsys, "run", "wf.yml", "first", "--executor", "local",
+                      "--cache-dir", "c")[0] == 0
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dagnb", "run", "wf.yml", "--executor", "local",
+         "--cache-dir", "c"], cwd=folder, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_until((folder / "napping").is_file, timeout=60)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    started = folder / "c/.runs" / history.STARTED_NAME
+    run_id = json.loads(started.read_text().strip().splitlines()[-1])["run"]
+    code, out = _dagnb(capsys, "history", "--cache-dir", "c", "--run", run_id)
+    assert code == 0, out
+    killed = "the run was killed before it ended (its process is gone)"
+    assert _steps_table(out)[1:] == [
+        ["first", "cached" if first_cached else "succeeded"], ["nap", "killed", killed],
+        ["last", "killed", killed]]
+
+
 @pytest.mark.slow  # (a kernel starts: CI's oldest-Python leg leaves it out)
 def test_a_notebook_s_run_lists_its_steps_and_the_logs_command_that_shows_them(
         tmp_path: Path, capsys):

@@ -58,6 +58,7 @@ def set_aside_as_damaged(root: Path, step: str, key: str) -> bool:
         return False
 UNPACKED = ".unpacked"  # folders of packed entries, made when a caller needs one
 RUN_USES = ".uses"  # in a run's folder: the entries it hands to its steps, a line each
+STORED_MARK = "+"  # a .uses line of its own, "+STEP": the run stored that step's entry
 RUNS_STARTED = "started.jsonl"  # in .runs: a line as each run starts, with its pid
 # an entry's folder name, in its step's: a key's hex digest (xxh3_128's or blake3's)
 ENTRY_KEY = re.compile(r"[0-9a-f]{32}(?:[0-9a-f]{32})?")

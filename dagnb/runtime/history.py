@@ -110,7 +110,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from dagnb.cache.backend import make_folder
-from dagnb.cache.housekeeping import RUN_USES
+from dagnb.cache.housekeeping import RUN_USES, STORED_MARK
 from dagnb.checks import listed, warn_user
 from dagnb.errors import ConfigError
 from dagnb.model.jsontext import encoder
@@ -404,7 +404,7 @@ class RunFolder:
         return self._entries.get(step)
 
     def note_use(self, step: str, key: str, read_from_disk: bool = True,
-                 created: float | None = None) -> None:
+                 created: float | None = None, stored: bool = False) -> None:
         """Say that this run hands entry ``step/key`` (restored or stored) to its steps:
         written to ``<run>/.uses`` once the folder is made (until then kept: no step ran
         yet to read it), so that an eviction in another process leaves it alone while
@@ -412,8 +412,10 @@ class RunFolder:
         from memory alone (an eviction cannot touch it: no folder is made for it).
         ``created``: the entry's ``created`` time, kept in the record to tell this version
         of the key from one stored again under it later (None: not known).
+        ``stored``: the run stored it (``+STEP`` follows: a killed run's record says the
+        step succeeded; a line with no tab, which readers of the lines before skip).
         (A step name holds no space or control character.)"""
-        line = f"{step}\t{key}\n"
+        line = f"{step}\t{key}\n{STORED_MARK}{step}\n" if stored else f"{step}\t{key}\n"
         with self._lock:
             self._entries[step] = key
             self._note_created(step, created)
@@ -824,7 +826,7 @@ def last_run_of(cache_dir: Path, graph_name: str, source: Path | None, step: str
 
     folders = _runs_folders(cache_dir)
     gone = ([start for runs in folders  # (first: see _gone)
-             for start in _gone(_lines_of(runs, graph_name, source, STARTED_NAME))]
+             for start in _gone(_lines_of(runs, graph_name, source, STARTED_NAME), runs)]
             if killed else [])
     logs = [_lines_of(runs, graph_name, source) for runs in folders]
     newest = [next(filter(wanted, (record for record in _newest_first(lines)
@@ -850,7 +852,7 @@ def recorded_runs(cache_dir: Path, graph_name: str | None = None, source: Path |
         return (records if last is None else records[-last:]), len(records)
     folders = _runs_folders(cache_dir)
     gone = [start for runs in folders  # (first: see _gone)
-            for start in _gone(_log_lines(runs / STARTED_NAME))]
+            for start in _gone(_log_lines(runs / STARTED_NAME), runs)]
     logs = [_log_lines(runs / RECORDS_NAME) for runs in folders]
     lines = [line for log in logs for line in log]
     older = [*_folder_records(folders[0]), *_unrecorded(gone, lines)]
@@ -895,7 +897,7 @@ def _runs_of(cache_dir: Path, graph_name: str, source: Path | None,
     nothing); until then they are all that is known, as before."""
     folders = _runs_folders(cache_dir)  # (the cache folder's, and its side's)
     gone = [start for runs in folders  # (first: see _gone)
-            for start in _gone(_lines_of(runs, graph_name, source, STARTED_NAME))]
+            for start in _gone(_lines_of(runs, graph_name, source, STARTED_NAME), runs)]
     lines = [line for runs in folders for line in _lines_of(runs, graph_name, source)]
     logged = [r for r in map(_parsed, lines) if r is not None]
     found = [r for r in [*logged, *_folder_records(folders[0]), *_unrecorded(gone, lines)]
@@ -1005,12 +1007,16 @@ def _lines_of(runs: Path, graph_name: str, source: Path | None,
 
 
 # -- runs killed before they ended ----------------------------------------------------
-def _gone(lines: Iterable[bytes]) -> list[dict[str, Any]]:
+def _gone(lines: Iterable[bytes], runs: Path | None = None) -> list[dict[str, Any]]:
     """The runs started (lines of the started log) whose process is gone: killed, or
     ended with a record, which :func:`_unrecorded` tells apart. Read before the records:
     a run whose process is gone wrote its record before it went, so a reader that finds
-    it gone and then reads the records cannot miss that record."""
-    return [start for start in _starts(lines) if _process_gone(start)]
+    it gone and then reads the records cannot miss that record. ``runs``: the folder
+    the log is in, where the runs' own folders tell how their steps ended."""
+    gone = [start for start in _starts(lines) if _process_gone(start)]
+    for start in gone:
+        start[_RUNS] = runs
+    return gone
 
 
 def _starts(lines: Iterable[bytes]) -> list[dict[str, Any]]:
@@ -1032,17 +1038,38 @@ def _is_start(line: Mapping[str, Any]) -> bool:
             and finished_at({"finished": line.get("started")}) is not None)
 
 
-def _killed(start: Mapping[str, Any]) -> dict[str, Any]:
+def _killed(start: Mapping[str, Any], runs: Path | None = None) -> dict[str, Any]:
     """The record of a run killed before it ended, from the line noted as it started:
-    each of its steps ``killed`` (which finished is not known: a step writes nothing as it
-    ends); sorted as of when it started, the last time it is known to have been live.
-    One whose line says it ended (:func:`_mark_unrecorded`) is ``unrecorded`` instead."""
+    each of its steps ``killed``, but for those its folder's ``.uses`` lists (in
+    ``runs``), which ended with their result before it: ``succeeded`` where the run
+    stored it, else ``cached`` (a step writes nothing more as it ends: all its steps,
+    those done and those never started, read ``killed`` before). Sorted as of when it
+    started, the last time it is known to have been live. One whose line says it ended
+    (:func:`_mark_unrecorded`) is ``unrecorded`` instead."""
     record = {key: value for key, value in start.items()
-              if key not in ("started", "pid", "since", "host", "steps", _ENDED)}
+              if key not in ("started", "pid", "since", "host", "steps", _ENDED, _RUNS)}
     state, flag = (UNRECORDED, "unrecorded") if _ENDED in start else (KILLED, "killed")
+    runs = runs or start.get(_RUNS)
+    done = {} if runs is None else _done_before(runs / str(start["run"]))
     record.update({"finished": start["started"], flag: True,
-                   "states": {str(step): state for step in start["steps"]}})
+                   "states": {str(step): done.get(str(step), state)
+                              for step in start["steps"]}})
     return record
+
+
+def _done_before(folder: Path) -> dict[str, str]:
+    """The steps of a killed run that ended with their result, by its folder's
+    ``.uses`` (a line per entry it handed on; ``+STEP`` after one it stored)."""
+    try:
+        lines = (folder / RUN_USES).read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return {}
+    stored = {line[1:] for line in lines if line.startswith(STORED_MARK)}
+    return {step: "succeeded" if step in stored else "cached"
+            for step, tab, _ in map(lambda line: line.partition("\t"), lines) if tab}
+
+
+_RUNS = "\0runs"  # a gone run's start line's key: the folder its log is in (not written)
 
 
 _ENDED = "end"  # a start line's field, in place of "pid", once its run ended unrecorded
@@ -1164,7 +1191,7 @@ def _settle_started(runs: Path) -> None:
         # (read again after _gone; none to look for when every start line was logged)
         logged = b"\n".join(line for log in logs for line in _log_lines(log)) if starts else b""
         ended = {start["run"] for start in starts if _json_texts(start["run"])[0] in logged}
-        killed = [_killed(start) for start in starts
+        killed = [_killed(start, runs) for start in starts
                   if start["run"] in gone and start["run"] not in ended]
         if killed:
             _append_all(runs / RECORDS_NAME, killed)

@@ -116,11 +116,12 @@ class Run:
         return self._folder.entry_of(step)
 
     def note_use(self, step: str, key: str, read_from_disk: bool = True,
-                 created: float | None = None) -> None:
-        """This run hands cache entry ``step/key`` (of that ``created`` time) to its
-        steps: eviction leaves it alone while the run is live, and the run's record notes
-        which version of the key it was (see :meth:`RunFolder.note_use`)."""
-        self._folder.note_use(step, key, read_from_disk, created)
+                 created: float | None = None, stored: bool = False) -> None:
+        """This run hands cache entry ``step/key`` (of that ``created`` time; ``stored``
+        by it) to its steps: eviction leaves it alone while the run is live, and the
+        run's record notes which version of the key it was (see
+        :meth:`RunFolder.note_use`)."""
+        self._folder.note_use(step, key, read_from_disk, created, stored)
 
     def list_uses_now(self) -> None:
         """Write the entries this run uses to its ``.uses`` now (its folder made, if not

@@ -694,7 +694,8 @@ class Scheduler:
         # and it is a pack record: then no run folder is made to list it. A folder, a
         # result too big for a pack, is listed: a step may read it by its path)
         self.run.note_use(entry.step, entry.key, wrote or not isinstance(entry, PackedEntry)
-                          or self._read_by_a_command(step.name), created=entry.created)
+                          or self._read_by_a_command(step.name), created=entry.created,
+                          stored=True)
         # a packed entry's folder is made only if a downstream step or the user asks
         done = _Outcome(entry.out_ref, outcome.result, outcome.handle, entry.output_digest,
                         entry)
