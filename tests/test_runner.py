@@ -396,6 +396,29 @@ def stubborn(keeps_running: float) -> Callable[[], Any]:
     return ignore_the_cancel
 
 
+def _sleeps_in_c() -> int:
+    time.sleep(1.5)  # (one C call: the timeout's stop lands when it returns)
+    return 1
+
+
+def _loops() -> None:
+    while True:
+        pass
+
+
+def test_a_python_step_held_in_c_past_its_timeout_is_said_to_be_stopped_late() -> None:
+    """``time.sleep(8)`` with a 2 s timeout was "ran past its timeout of 2 s and was
+    stopped", though it slept the 8 s, and its whole call took them."""
+    result = run(Graph("to", [Step("nap", func=_sleeps_in_c, timeout=0.3)]))
+    error = result.status().loc[0, "error"]
+    assert re.fullmatch(r"step 'nap' ran past its timeout of 0\.3 s and was stopped "
+                        r"1\.[5-9] s in, when a call into C code returned \(such a call, "
+                        r"time\.sleep say, cannot be cut short: what it did is done\)", error)
+    looped = run(Graph("to", [Step("spin", func=_loops, timeout=0.3)]))
+    assert looped.status().loc[0, "error"] == ("step 'spin' ran past its timeout of 0.3 s "
+                                               "and was stopped")  # (between two bytecodes)
+
+
 @pytest.mark.parametrize("keeps_running", [0, 5])
 def test_an_async_step_that_swallows_its_cancel_still_times_out(keeps_running) -> None:
     graph = Graph("to", [Step("stubborn", func=stubborn(keeps_running), timeout=0.5)])

@@ -1047,10 +1047,9 @@ class Scheduler:
             start = None  # not run, and is not said to have (no 'started', no attempt)
             raise
         except asyncio.TimeoutError:
-            stopped = ("did not stop (it ignored its cancel and runs on, its result dropped)"
-                       if task is not None and task.left_running else "was stopped")
             raise StepTimeout(
-                f"step {step.name!r} ran past its timeout of {limit:g} s and {stopped}",
+                f"step {step.name!r} ran past its timeout of {limit:g} s and "
+                f"{_how_stopped(task, limit, time.monotonic() - began)}",
                 step=step.name, masked=True,
             ) from None
         except StepCancelled:
@@ -1491,6 +1490,22 @@ def _as_shown(line: str) -> str:
 def _one_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
+
+
+LATE_STOP = 0.5  # s past its timeout: a stop that came when a long C call returned
+
+
+def _how_stopped(task: Any, limit: float, lasted: float) -> str:
+    """How a step that ran past its timeout of ``limit`` ended, ``lasted`` seconds after
+    it began: stopped, or not, or stopped late, an in-process call held in C code (a
+    ``time.sleep(8)``) until it returned: "was stopped" said nothing of the 6 s more it
+    ran, nor that what the call did is done."""
+    if task is not None and task.left_running:
+        return "did not stop (it ignored its cancel and runs on, its result dropped)"
+    if lasted > limit + LATE_STOP:
+        return (f"was stopped {lasted:.1f} s in, when a call into C code returned (such a "
+                "call, time.sleep say, cannot be cut short: what it did is done)")
+    return "was stopped"
 
 
 def _stopped_by_the_button(name: str) -> StepCancelled:
