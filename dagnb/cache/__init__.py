@@ -228,8 +228,10 @@ def session_store() -> SessionStore:
 
 
 def entries(step: str | None = None) -> Any:
-    """One row per entry of the default store (see :meth:`Store.entries`)."""
-    return default_store().entries(step)
+    """One row per entry of the default store (see :meth:`Store.entries`); ``step``
+    as ``dagnb cache list --step`` takes it (see :func:`_step_held`)."""
+    store = default_store()
+    return store.entries(None if step is None else _step_held(store, step, "entries"))
 
 
 def stats() -> Any:
@@ -238,8 +240,26 @@ def stats() -> Any:
 
 
 def clear(step: str | None = None, older_than: float | str | None = None) -> int:
-    """Remove entries of the default store; how many (see :meth:`Store.clear`)."""
-    return default_store().clear(step, older_than)
+    """Remove entries of the default store; how many (see :meth:`Store.clear`); ``step``
+    as ``dagnb cache clear --step`` takes it (see :func:`_step_held`)."""
+    store = default_store()
+    return store.clear(None if step is None else _step_held(store, step, "clear"), older_than)
+
+
+def _step_held(store: Store, step: str, call: str) -> str:
+    """The step ``step`` names in ``store``: a Memory function's plain name
+    (``square``) stands for its one full name, as the CLI takes it. One the store holds
+    no entries of is warned of (a typo, say, with the name meant), not refused: a
+    script's clear before the first run has nothing to clear. Silent before: ``sqaure``
+    matched nothing, and a clear of nothing looked done."""
+    from dagnb.cache.clearing import held_step
+
+    try:
+        return held_step(store, step, given_as=f"dagnb.cache.{call}: step",
+                         otherwise="it holds none")
+    except ConfigError as refused:
+        checks.warn_user(f"{refused} (nothing {'listed' if call == 'entries' else 'cleared'})")
+        return step
 
 
 def reduce_size(
