@@ -6,7 +6,6 @@ them from the records, as history does, saying the file is gone."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
