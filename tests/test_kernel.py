@@ -1460,6 +1460,32 @@ def test_after_a_restart_status_says_which_never_run_steps_a_run_restores(
     assert _rows(kernel, _STATUS) == {"load": ("cached", None), "report": ("succeeded", None)}
 
 
+def test_after_a_restart_logs_and_history_name_the_runs_before_it(
+        kernel: Kernel, tmp_path: Path) -> None:
+    """After a restart ``%dagger logs bad`` said only "has not run in this session yet",
+    and ``%dagger history`` "no run yet in this session", though the runs before it are
+    recorded: they name them now, and the terminal's command that shows them."""
+    cells = ["%load_ext dagnb", "%%dagger bad --no-raise\necho trying; exit 1\n"]
+    save_notebook(kernel, cells)  # (the file the kernel was told: its runs' origin)
+    kernel.run(_into(tmp_path))
+    assert error(kernel.run(cells[1])) is None
+    run_id = kernel.value("get_session().last_run.id").strip("'")
+    kernel.restart()  # (bad defined from the file)
+    kernel.run(f"{_into(tmp_path)}\nfrom dagnb.notebook.session import get_session")
+    said = _shown_text(kernel.run("%dagger logs bad"))
+    assert said.startswith("step 'bad' has not run in this session yet; run its cell or "
+                           f"%dagger run; it failed in run {run_id}, before this session: "
+                           "!dagnb logs "), said
+    command = said.split("!dagnb ", 1)[1].split(" shows its lines")[0]
+    done = subprocess.run([sys.executable, "-m", "dagnb", *command.split()], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout) == (0, "trying\n"), done.stderr
+    listed = _shown_text(kernel.run("%dagger history"))
+    (kernel.home / "pipeline.ipynb").unlink()  # (a later restart reads no cell of it)
+    assert listed.startswith("no run yet in this session; 1 run of this notebook before it: "
+                             "!dagnb history "), listed
+
+
 def test_plan_reads_no_cached_result_the_notebook_holds_already(kernel: Kernel) -> None:
     """A large frame would be read from the cache at each plan (and status); only a
     result the notebook does not hold is."""

@@ -218,11 +218,51 @@ def notebook_logs(session: Session, name: str, **options: Any) -> pd.DataFrame |
     session.refresh()
     run = session.step_runs.get(name)
     if run is None:
-        return f"step {name!r} has not run in this session yet; run its cell or %dagger run"
+        return (f"step {name!r} has not run in this session yet; run its cell or %dagger run"
+                + _before_this_session(name))
     frame = run.logs(name, **options)
     stream = options.get("stream")  # (a step that printed on the other stream alone)
     on = "" if stream is None else f" on {stream}"
     return left_aligned(frame, empty=f"step {name!r} printed nothing{on} in run {run.id}")
+
+
+def _before_this_session(step: str) -> str:
+    """Where the lines of ``step`` in the newest recorded run of this notebook before
+    this session are (a restart, yesterday's run, ``dagnb run NOTEBOOK``): what the
+    terminal's ``dagnb logs`` shows of them; "" when no run of it is recorded."""
+    from dagnb.runtime.history import graph_origin, last_run_of
+
+    origin = graph_origin()
+    if origin is None:
+        return ""
+    found = last_run_of(_records_folder(), "notebook", None, step, origin=origin)
+    if found is None:
+        return ""
+    how = _ENDED.get(found.state, f"it ended {found.state}")
+    said = f"; {how} in run {found.run}, before this session"
+    if found.state in ("skipped", "pending"):  # (it printed nothing there)
+        return said
+    return f"{said}: !dagnb logs {_shown_file(origin)} {step} --run {found.run} shows its lines"
+
+
+_ENDED = {"failed": "it failed", "succeeded": "it succeeded", "cached": "it came from the cache",
+          "skipped": "it was skipped", "cancelled": "it was cancelled",
+          "killed": "its run was killed"}
+
+
+def _records_folder() -> Any:
+    from dagnb.cache import local_folder
+
+    return local_folder(None)
+
+
+def _shown_file(path: str) -> str:
+    """A notebook's path as a command names it: relative to here when it is below."""
+    import os
+    import shlex
+
+    relative = os.path.relpath(path)
+    return shlex.quote(path if relative.startswith("..") else relative)
 
 
 def name_a_step(session: Session) -> str:
@@ -254,7 +294,23 @@ def history(session: Session) -> pd.DataFrame:
     counts = HISTORY_COLUMNS[3:]
     frame[counts] = frame[counts].astype("int64")
     as_text(frame, ("run", "steps"))
-    return shown(frame, empty="no run yet in this session")
+    return shown(frame, empty="no run yet in this session" + _runs_before_this_session())
+
+
+def _runs_before_this_session() -> str:
+    """What ``dagnb history`` lists of this notebook's runs before this session (a
+    restart): said after "no run yet in this session" when there are some."""
+    from dagnb.runtime.history import graph_origin, recorded_runs
+
+    origin = graph_origin()
+    if origin is None:
+        return ""
+    runs = recorded_runs(_records_folder(), "notebook", None, origin=origin)[0]
+    if not runs:
+        return ""
+    many = f"{len(runs)} runs" if len(runs) > 1 else "1 run"
+    return (f"; {many} of this notebook before it: !dagnb history {_shown_file(origin)} "
+            "lists them")
 
 
 def run_steps_frame(session: Session, given: str) -> pd.DataFrame:
