@@ -1292,6 +1292,21 @@ def test_a_renamed_cells_old_step_another_needs_stays_and_the_fix_is_named(
                               "'load', 'fetch' all output; ") and refused.endswith(fix)
 
 
+def test_a_cell_that_defines_a_step_another_cell_defined_says_it_replaces_it(
+        kernel: Kernel) -> None:
+    """A copied cell left as %%dagger clean replaced the other cell's clean silently
+    (its command and its needs gone, its dependents stale); said now, once."""
+    kernel.run(_in_cell("%%dagger clean --define-only\necho clean\n", "c1"))
+    said = kernel.printed(_in_cell("%%dagger clean --define-only\necho train\n", "c2"))
+    assert said.splitlines()[0] == ("dagnb: step 'clean' was defined by another cell; this "
+                                    "cell's definition replaces it (rename one of them if "
+                                    "both are meant)")
+    again = kernel.printed(_in_cell("%%dagger clean --define-only\necho train\n", "c2"))
+    assert "another cell" not in again  # (its own now)
+    alone = kernel.printed(_in_cell("%%dagger other --define-only\necho other\n", "c3"))
+    assert "another cell" not in alone
+
+
 def test_a_renamed_cell_that_is_refused_keeps_its_old_step(kernel: Kernel) -> None:
     kernel.run(_in_cell("%%dagger load\necho load\n", "c1"))
     refused = kernel.run(_in_cell("%%dagger fetch --needs nosuch\necho fetch\n", "c1"))

@@ -354,6 +354,7 @@ class DaggerMagics(Magics):
                                  label=None if number is None else f"In[{number}]")
         outputs = parse_names(args.outputs)
         cell_id = _running_cell_id(self.shell)
+        _say(self.session.replaced_from_another_cell(step.name, cell_id))
         if args.define_only or not _selected(step.name):
             self.session.define(step, outputs, cell_id)
             _say(self.session.retire_renamed(step.name, cell_id))

@@ -193,6 +193,16 @@ class Session:
         self.outputs.pop(name, None)
         self._cells.pop(name, None)
 
+    def replaced_from_another_cell(self, name: str, cell: str | None) -> str | None:
+        """The line saying cell ``cell``'s step ``name`` replaces the one another cell
+        defined (a cell copied and not renamed; a renamed one taking another's name):
+        it did so silently, the other cell's command and needs gone. None otherwise."""
+        other = self._cells.get(name)
+        if cell is None or other is None or other == cell or name not in self.graph:
+            return None
+        return (f"dagnb: step {name!r} was defined by another cell; this cell's definition "
+                "replaces it (rename one of them if both are meant)")
+
     def retire_renamed(self, name: str, cell: str | None) -> str | None:
         """Once cell ``cell`` has defined step ``name``, take out the steps it defined
         before under other names (its cell renamed: the kernel's graph is the
