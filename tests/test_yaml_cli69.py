@@ -119,6 +119,13 @@ def test_quoted_dates_and_names_are_valid(folder: Path, capsys: pytest.CaptureFi
     (["plan", "wf.yml", "--no-cache"],
      "dagnb plan: error: unrecognized arguments: --no-cache (did you mean --cache-mode off?)"),
     (["plan", "wf.yml", "--bogus"], "dagnb plan: error: unrecognized arguments: --bogus"),
+    # (an option cut short was taken for the one it begins: --only ran --only-failed)
+    (["run", "wf.yml", "--only", "a"],
+     "dagnb run: error: unrecognized arguments: --only a (to run some steps, name them after "
+     "the file, or give --target STEP; --only-failed runs those that did not succeed last "
+     "time)"),
+    (["run", "wf.yml", "--exec", "local"],
+     "dagnb run: error: unrecognized arguments: --exec local (did you mean --executor?)"),
 ])
 def test_unknown_option_gets_its_commands_usage(capsys: pytest.CaptureFixture[str],
                                                 args: list[str], said: str) -> None:

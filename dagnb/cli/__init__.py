@@ -144,6 +144,12 @@ class _Parser(argparse.ArgumentParser):
     dagnb's) and the option meant when one is close: ``run --tags`` is ``--tag``. (Its
     subcommands' parsers are of this class too: add_subparsers makes them so.)"""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # (an option cut short is refused, not taken for the one it begins: `run wf.yml
+        # --only clean` ran --only-failed, with clean its target, saying nothing)
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
         parsed, extras = super().parse_known_args(args, namespace)
         extras = self._optional_words_placed(parsed, args, extras)
@@ -258,7 +264,10 @@ class _Parser(argparse.ArgumentParser):
                  if option.startswith("--") and option != "--help"]
         for extra in extras:
             option = extra.partition("=")[0]
-            close = (_SPELLED_OTHERWISE.get(option) if "--cache-mode" in known else None) or (
+            needs, otherwise = _SPELLED_OTHERWISE.get(option, ("", None))
+            if otherwise is not None and needs in known and not otherwise.startswith("--"):
+                return f" ({otherwise})"
+            close = (otherwise if needs in known else None) or (
                 checks.closest(option, known) if option.startswith("--") else None)
             if close is not None:
                 return f" (did you mean {close}?)"
@@ -296,7 +305,13 @@ _OTHER_NAMES = {"ls": "list", "rm": "clear", "delete": "clear", "remove": "clear
 # what config is asked to write, which a file or a variable does
 _SETTING_WRITES = frozenset({"set", "unset", "edit", "write", "add"})
 # run's options that plan and explain spell otherwise
-_SPELLED_OTHERWISE = {"--no-cache": "--cache-mode off"}
+# an option as other tools (or users) spell it: the option of this command it needs, and
+# what to say instead
+_SPELLED_OTHERWISE = {
+    "--no-cache": ("--cache-mode", "--cache-mode off"),
+    "--only": ("--target", "to run some steps, name them after the file, or give --target "
+                           "STEP; --only-failed runs those that did not succeed last time"),
+}
 
 
 @command("run")
