@@ -1122,3 +1122,12 @@ def test_config_says_where_each_value_came_from(shell, tmp_path, monkeypatch):
     finally:
         monkeypatch.undo()
         dagnb.config.reload()
+
+
+def test_an_option_cut_short_is_refused_not_taken_for_the_one_it_begins(shell):
+    """``%dagger run --only a`` ran --only-failed (argparse took the start of an option
+    for it), with a as its target, saying nothing."""
+    cell(shell, "a --define-only", "echo a\n")
+    with pytest.raises(UsageError, match=r"unrecognized arguments: --only"):
+        line(shell, "run --only a")
+    assert get_session().last_run is None  # (nothing ran)

@@ -143,6 +143,7 @@ def parse_line(magic: Callable[..., Any], line: str) -> Any:
     ``parse_argstring``, which keeps the quotes in the values; a mistyped option gets
     a suggestion, as a mistyped step name does."""
     words = split_words(line)
+    magic.parser.allow_abbrev = False  # (--only is no --only-failed: refused, not taken)
     try:
         return magic.parser.parse_args(words)
     except UsageError as exc:
