@@ -1131,3 +1131,19 @@ def test_an_option_cut_short_is_refused_not_taken_for_the_one_it_begins(shell):
     with pytest.raises(UsageError, match=r"unrecognized arguments: --only"):
         line(shell, "run --only a")
     assert get_session().last_run is None  # (nothing ran)
+
+
+@pytest.mark.parametrize(("options", "said"), [
+    ("--param n=3 --param n=4", "--param 'n' is given twice (n=3, then n=4); give it once, "
+                                "with the value meant"),
+    ("--env API_TOKEN=abcdef1 --env API_TOKEN=abcdef2",
+     "--env 'API_TOKEN' is given twice (API_TOKEN=<not shown>, then API_TOKEN=<not shown>); "
+     "give it once, with the value meant"),
+])
+def test_a_name_given_twice_with_two_values_is_refused(shell, options, said):
+    """``--param n=3 --param n=4`` ran with 4, silently (dagnb run --param refuses it)."""
+    with pytest.raises(UsageError, match=re.escape(said)):
+        cell(shell, f"a {options} --define-only", "echo a\n")
+    assert "a" not in graph()
+    cell(shell, "a --param n=3 --param n=3 --define-only", "echo a\n")  # (one value)
+    assert graph()["a"].params == {"n": 3}

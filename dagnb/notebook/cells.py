@@ -49,7 +49,7 @@ from dagnb.checks import NEVER_EXPIRES
 from dagnb.errors import InvalidStepError
 from dagnb.executors.dagger.shim import TRAVELS_AS_SOURCE
 from dagnb.fingerprint import changed_inputs
-from dagnb.model.masking import SecretFinder
+from dagnb.model.masking import SecretFinder, named_as_secret
 from dagnb.model.step import Step, check_name
 from dagnb.notebook.ipython_lines import TIMER, ipython_to_python, needs_kernel, timed
 from dagnb.notebook.last_expression import DISPLAYED, TIMED_VALUE, displayed, with_last_displayed
@@ -145,12 +145,23 @@ def parse_assignments(items: Iterable[str], what: str, *, as_json: bool = False,
     """``["K=V", ...]`` -> ``{"K": "V"}``; a missing ``=`` is an InvalidStepError.
     ``as_json``, ``python``: values as :func:`parse_value` reads them."""
     parsed: dict[str, Any] = {}
+    given: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise InvalidStepError(f"{what} {item!r} is not KEY=VALUE; write it like {what} x=1")
-        parsed[key.strip()] = parse_value(value, python=python) if as_json else value
+        key = key.strip()
+        if given.setdefault(key, value) != value:  # (as dagnb run --param refuses it)
+            raise InvalidStepError(f"{what} {key!r} is given twice ({_said(key, given[key])}, "
+                                   f"then {_said(key, value)}); give it once, with the value "
+                                   "meant")
+        parsed[key] = parse_value(value, python=python) if as_json else value
     return parsed
+
+
+def _said(key: str, value: str) -> str:
+    """``key=value`` as a refusal shows it: a value of a name like a secret's not shown."""
+    return f"{key}=<not shown>" if named_as_secret(key) else f"{key}={value}"
 
 
 def parse_mounts(items: Iterable[str]) -> dict[str, str]:
