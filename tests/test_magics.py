@@ -1147,3 +1147,18 @@ def test_a_name_given_twice_with_two_values_is_refused(shell, options, said):
     assert "a" not in graph()
     cell(shell, "a --param n=3 --param n=3 --define-only", "echo a\n")  # (one value)
     assert graph()["a"].params == {"n": 3}
+
+
+def test_a_step_reading_ipythons_exit_is_keyed_by_what_it_is_and_cached(shell):
+    """``exit()`` in a --python cell warned "notebook variable 'exit' (...ExitAutocall)
+    cannot be fingerprinted ... pass what it is made from as a parameter" and was never
+    cached: it is IPython's, counted by its type as a library's object is."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cell(shell, "e --python --outputs t", "t = type(exit).__name__\n")
+        cell(shell, "e --python --outputs t", "t = type(exit).__name__\n")
+    assert [str(w.message) for w in caught if "fingerprinted" in str(w.message)] == []
+    assert get_session().last_run.states() == {"e": "cached"}
+    assert shell.user_ns["t"].endswith("ExitAutocall")

@@ -887,6 +887,9 @@ def _add_variables(key: _Builder, step: Step, variables: Mapping[str, Any],
                    mask: Callable[[str], str] | None = None, home: str | None = None) -> None:
     """One ``var:<name>`` component per global the code reads, hashed now (mutations count)."""
     for name, value in variables.items():
+        if _of_the_shell(value):  # (IPython's exit, quit, get_ipython: by what they are)
+            key.digest(f"var:{name}", text_digest(_type_name(value)), _type_name(value))
+            continue
         try:
             digest = value_digest(value)
         except FingerprintError as exc:
@@ -898,6 +901,14 @@ def _add_variables(key: _Builder, step: Step, variables: Mapping[str, Any],
                 step=step.name, variable=name, reason=reason,
             ) from None
         key.digest(f"var:{name}", digest, shown(name, value, mask))
+
+
+def _of_the_shell(value: Any) -> bool:
+    """Whether ``value`` is an object IPython or ipykernel put in the notebook's names
+    (``exit()``, ``quit``, ``get_ipython``): a step reading it is no step reading data,
+    and it cannot be pickled ("notebook variable 'exit' cannot be fingerprinted")."""
+    module = getattr(type(value), "__module__", "") or ""
+    return module.startswith(("IPython.", "ipykernel."))
 
 
 # (a step has no ignore=: what its key cannot hash has to leave the globals it reads)
