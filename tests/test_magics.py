@@ -1162,3 +1162,16 @@ def test_a_step_reading_ipythons_exit_is_keyed_by_what_it_is_and_cached(shell):
     assert [str(w.message) for w in caught if "fingerprinted" in str(w.message)] == []
     assert get_session().last_run.states() == {"e": "cached"}
     assert shell.user_ns["t"].endswith("ExitAutocall")
+
+
+def test_logs_show_a_redrawn_progress_line_as_a_terminal_leaves_it(shell):
+    """A line a progress bar redrew (``10%\\r50%\\r100%``) broke the table of
+    %dagger logs at each carriage return, rows with no time nor step; the frame keeps
+    the line whole."""
+    cell(shell, "bar", "printf 'prog 10%%\\rprog 50%%\\rprog 100%%\\n'; echo after\n")
+    logs = line(shell, "logs bar")
+    assert logs["line"].tolist() == ["prog 10%\rprog 50%\rprog 100%", "after"]
+    shown = repr(logs)
+    assert "\r" not in shown and "\r" not in logs._repr_html_()
+    assert [row.split()[-2:] for row in shown.splitlines()[1:]] == [["prog", "100%"],
+                                                                   ["stdout", "after"]]

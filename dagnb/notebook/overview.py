@@ -439,11 +439,23 @@ SHOWN_CHARACTERS = 500  # of a value in a left-aligned frame (a log line can be 
 
 def _cut(value: Any) -> str:
     """A value as a left-aligned frame shows it: its first :data:`SHOWN_CHARACTERS` (the
-    frame holds it whole)."""
+    frame holds it whole); a line a progress bar redrew (``10%\\r50%\\r100%``) as a
+    terminal shows it, its last drawing (each ``\\r`` broke the table's rows)."""
     text = str(value)
+    if "\r" in text:
+        text = _as_drawn(text)
     if len(text) <= SHOWN_CHARACTERS:
         return text
     return f"{text[:SHOWN_CHARACTERS]}… ({len(text) - SHOWN_CHARACTERS} characters more)"
+
+
+def _as_drawn(text: str) -> str:
+    """``text`` as a terminal leaves it: each carriage return starts the line over, the
+    text after it drawn over the text before."""
+    drawn = ""
+    for part in text.split("\r"):
+        drawn = part + drawn[len(part):]
+    return drawn
 
 
 def _shown_rows(frame: pd.DataFrame, limits: Mapping[str, Any]) -> pd.DataFrame:
