@@ -73,6 +73,7 @@ from dagnb.cache.eviction import checked_limits
 from dagnb.cache.keys import StepKey
 from dagnb.cache.secret_scan import (
     SecretsInForce,
+    known_secrets,
     outside_steps,
     pickle_holds,
     secrets_in_force,
@@ -90,6 +91,7 @@ from dagnb.fingerprint import (
     source_table,
 )
 from dagnb.fingerprint.environ import WHOLE, UnkeyedEnvironmentWarning, unkeyed_reads_said
+from dagnb.model.masking import environ_secrets
 from dagnb.model.moved_modules import STEPS_MODULE_PREFIX
 from dagnb.model.results import NO_RESULT, decode_inline, encode_inline, save_result
 from dagnb.model.step import forgetting
@@ -1119,6 +1121,8 @@ class _CachedCall(_Calls):
         """``value``, not stored: it holds the value of secret ``secret`` (its name, never
         its value, said once in a warning, as :meth:`uncached` says why)."""
         remembered = "" if not outside_steps() else (
+            " (a variable of this process's environment named as a secret)"
+            if secret not in known_secrets() and secret in environ_secrets() else
             " (given to a run of this process, it stays known until the process ends or "
             "dagnb.cache.forget_secrets())")
         warnings.warn(f"{_shown(self.name)}: the call ran but was not cached: its result holds the "

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from dagnb.model.masking import MIN_LINE, Masker, SecretFinder
+from dagnb.model.masking import MIN_LINE, Masker, SecretFinder, environ_secrets
 from dagnb.model.results import json_text
 
 __all__ = ["SecretsInForce", "by_distinct_names", "forget_secrets", "known_secrets",
@@ -60,7 +60,30 @@ def secrets_in_force() -> SecretsInForce | None:
     stores nothing."""
     source = _source
     found = None if source is None else source()
-    return found if found is not None else _of_known
+    return found if found is not None else _with_environment(_of_known)
+
+
+_with_env: tuple[object, object, SecretsInForce | None] = (None, None, None)
+
+
+def _with_environment(known: SecretsInForce | None) -> SecretsInForce | None:
+    """``known`` and the variables of the environment named as secrets beyond doubt
+    (``API_TOKEN``, ``DB_PASSWORD``: :func:`environ_secrets`), as a run masks them and
+    keeps them out of its steps' entries: a plain ``Memory`` call outside any run
+    printed such a value in its verbose line and stored a result holding it. Made
+    again only when either changed (most environments hold none: ``known`` as it is)."""
+    global _with_env
+    environ = environ_secrets()
+    if not environ:
+        return known
+    seen_environ, seen_known, made = _with_env
+    if seen_environ is environ and seen_known is known:
+        return made
+    merged = {**environ, **_by_label}
+    made = SecretsInForce(Masker(list(merged.values()), words_below=MIN_LINE),
+                          SecretFinder(merged))
+    _with_env = (environ, known, made)
+    return made
 
 
 # Every secret a run of this process was given, value -> name, the latest last: kept
