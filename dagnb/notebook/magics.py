@@ -209,10 +209,10 @@ def _step_options(func: Callable[..., Any]) -> Callable[..., Any]:
     arguments = [
         ma.argument("--python", action="store_true",
                     help="The cell is Python, not shell; upstream results are variables."),
-        ma.argument("--outputs", metavar="VARS",
+        ma.argument("--outputs", "--output", metavar="VARS",
                     help="With --python: the variables kept as the step's result."),
         ma.argument("--image", help="Container image (Dagger executor)."),
-        ma.argument("--needs", metavar="A,B", help="Upstream steps."),
+        ma.argument("--needs", "--need", metavar="A,B", help="Upstream steps."),
         ma.argument("--env", action="append", default=[], metavar="K=V",
                     help="Environment variable (repeatable)."),
         ma.argument("--secret", action="append", default=[], metavar="NAME",
@@ -229,7 +229,7 @@ def _step_options(func: Callable[..., Any]) -> Callable[..., Any]:
         ma.argument("--ttl", help="How long the cached result stays valid, such as 1h; "
                     "never: whatever the run's or the setting's."),
         ma.argument("--no-cache", action="store_true", help="Never cache this step."),
-        ma.argument("--tags", metavar="A,B", help="Labels, for %%dagger run --tags."),
+        ma.argument("--tags", "--tag", metavar="A,B", help="Labels, for %%dagger run --tags."),
         ma.argument("--executor", choices=["auto", "local", "dagger", "dask"],
                     help="Where the step runs (default: the executor setting); dask "
                          "takes --python cells only."),
@@ -527,7 +527,7 @@ def _secret_values(session: Session, namespace: Mapping[str, Any] | None,
 @ma.argument("names", nargs="*", help="Steps to run (with their upstream); all if none.")
 @ma.argument("--only-failed", action="store_true",
              help="Steps %%dagger status shows failed, skipped or cancelled.")
-@ma.argument("--tags", metavar="A,B", help="Steps with these tags.")
+@ma.argument("--tags", "--tag", metavar="A,B", help="Steps with these tags.")
 @_run_options
 def _cmd_run(self: DaggerMagics, rest: str) -> Text | None:
     _refuse_target_option(split_words(rest), "run")
@@ -630,7 +630,7 @@ def _cmd_graph(self: DaggerMagics, rest: str) -> Any:
 
 @ma.magic_arguments("dagger plan")
 @ma.argument("names", nargs="*", help="Steps to plan (with their upstream); all if none.")
-@ma.argument("--tags", metavar="A,B", help="Steps with these tags.")
+@ma.argument("--tags", "--tag", metavar="A,B", help="Steps with these tags.")
 def _cmd_plan(self: DaggerMagics, rest: str) -> pd.DataFrame:
     _refuse_target_option(split_words(rest), "plan")
     args = parse_line(_cmd_plan, rest)  # (options are not step names: --tag is --tags)
