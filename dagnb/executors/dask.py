@@ -102,7 +102,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
@@ -792,10 +792,29 @@ class _Cluster:
         running = self.running.copy()  # steps may end meanwhile, on the run's thread
         if running:
             self.stop(running)
-        for part in (self.client, self.local):
-            if part is not None:
-                with contextlib.suppress(Exception):
-                    part.close()
+        with _quiet_cancelled():
+            for part in (self.client, self.local):
+                if part is not None:
+                    with contextlib.suppress(Exception):
+                        part.close()
+
+
+@contextlib.contextmanager
+def _quiet_cancelled() -> Iterator[None]:
+    """Keep out of the log the error dask's client logs as it closes while it tries to
+    reach a scheduler that is gone (its user closed the cluster dagnb was told of): its
+    attempt cancelled, a 30-line traceback of CancelledError as the script exited."""
+    logger = logging.getLogger("distributed.client")
+    logger.addFilter(_not_cancelled)
+    try:
+        yield
+    finally:
+        logger.removeFilter(_not_cancelled)
+
+
+def _not_cancelled(record: logging.LogRecord) -> bool:
+    error = record.exc_info[1] if record.exc_info else None
+    return not isinstance(error, asyncio.CancelledError)
 
 
 _SWAP = threading.Lock()  # one connection made at a time, whichever context asks
