@@ -555,13 +555,18 @@ class Memory:
         if func is None:
             return _decorator(self, ignore, ttl, verbose, mmap_mode, cache_validation_callback)
         static = type(func) is staticmethod  # (@memory.cache over @staticmethod)
-        func = _function_cached_by(func.__func__ if static else func)
+        # (over @classmethod: as @classmethod over @memory.cache, cls an argument; it was
+        # "<classmethod(...)> is not a callable object", from inspect)
+        of_class = type(func) is classmethod
+        func = _function_cached_by(func.__func__ if static or of_class else func)
         if self.store is None:
             cached = _Uncached(func, ignore, ttl, verbose, mmap_mode,
                                cache_validation_callback).wrapper()
         else:
             cached = _CachedCall(self, func, ignore, ttl, verbose, mmap_mode,
                                  cache_validation_callback).wrapper()
+        if of_class:
+            return classmethod(cached)  # type: ignore[return-value]
         if static or (not _defined_in_a_class(func) and _called_in_a_class_body()):
             return staticmethod(cached)  # (a function would be bound: a descriptor)
         return cached
