@@ -1585,3 +1585,14 @@ def test_a_secret_a_colour_code_splits_is_masked(workdir, monkeypatch):
     lines = run.logs("c")["line"].tolist()
     assert lines == ["key *** end", "\x1b[31mred\x1b[0m"]
     assert _files_holding(workdir / ".dagnb_cache", secret[8:]) == []
+
+
+def test_a_secret_set_but_empty_is_warned_of(monkeypatch):
+    """``export API_TOKEN=$(cat missing-file)``: the step ran with an empty token, said
+    nowhere (one not set at all is refused)."""
+    monkeypatch.setenv("API_TOKEN", "")
+    graph = Graph("s", [Step("call", run="true", secrets=("API_TOKEN",))])
+    with pytest.warns(UserWarning, match=r"^step 'call': secret API_TOKEN is set but empty, "
+                                         r"so the step gets an empty value; set API_TOKEN to "
+                                         r"the secret"):
+        assert graph.run(executor="local", cache=False).ok

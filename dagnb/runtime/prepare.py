@@ -855,6 +855,7 @@ def _secrets_needed(graph: Graph, selected: Selection, cache: Any,
     The scheduler refuses it after all if such a step must run."""
     declaring = selected.secret_steps  # (most steps declare none)
     secrets = resolve_secrets(declaring.values(), required=False)
+    _warn_of_empty_secrets(secrets)
     unset = {name: secret for name, step in declaring.items()
              if (secret := unset_secret(step, secrets.get(name, {})))}
     if not unset:  # (most runs: every secret set)
@@ -867,6 +868,17 @@ def _secrets_needed(graph: Graph, selected: Selection, cache: Any,
         if name in running:
             raise secret_not_set(name, secret)
     return secrets
+
+
+def _warn_of_empty_secrets(secrets: Mapping[str, Mapping[str, str]]) -> None:
+    """Warn of a secret set but empty (``export TOKEN=$(cat missing-file)``): its step
+    ran with an empty token, said nowhere (one not set at all is refused)."""
+    for step, values in secrets.items():
+        for name, value in values.items():
+            if not value:
+                warn_user(f"step {step!r}: secret {name} is set but empty, so the step gets "
+                          f"an empty value; set {name} to the secret (unset, a step that "
+                          "must run is refused)")
 
 
 def require_engine(graph: Graph, steps: Mapping[str, Step], default: Any, cache: Any,
