@@ -347,6 +347,19 @@ class TextView:
     def _folds(self, event: Event) -> bool:
         return folded(event, self.focus)
 
+    def _later_notes(self, run: Run) -> list[str]:
+        """A line for each step printed here whose later lines were not: past the lines
+        a run keeps in memory, the view has none to print (a 30,000-line step stopped
+        at line 10,000 with no word, in the cell and in ``dagnb run NOTEBOOK -o``)."""
+        notes = []
+        for step in sorted(self._headed):
+            count = run.events.spilled(step)
+            if count:
+                plural = "s" if count != 1 else ""
+                notes.append(f"── {step}: {count} later line{plural} not shown; "
+                             f"{logs_command(step)} shows them ──")
+        return notes
+
     def _cached_line(self, step: str, out: list[str]) -> None:
         if step == self.focus:
             return
@@ -378,7 +391,7 @@ class TextView:
         """Print what is left, the stderr tail of failed steps and the status table."""
         self.render()
         run = self.state.run
-        lines: list[str] = []
+        lines = self._later_notes(run)
         for name in run.failed if self.failed_tails else ():
             if name in self._headed:  # its lines, traceback included, were printed live
                 continue
