@@ -26,6 +26,7 @@ from dagnb.checks import listed
 from dagnb.errors import DagnbError
 from dagnb.notebook.unready import missing_variables
 from dagnb.runtime.frames import as_text
+from dagnb.views.live import as_terminal_left
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -443,19 +444,10 @@ def _cut(value: Any) -> str:
     terminal shows it, its last drawing (each ``\\r`` broke the table's rows)."""
     text = str(value)
     if "\r" in text:
-        text = _as_drawn(text)
+        text = as_terminal_left(text)  # (as the live view shows it)
     if len(text) <= SHOWN_CHARACTERS:
         return text
     return f"{text[:SHOWN_CHARACTERS]}… ({len(text) - SHOWN_CHARACTERS} characters more)"
-
-
-def _as_drawn(text: str) -> str:
-    """``text`` as a terminal leaves it: each carriage return starts the line over, the
-    text after it drawn over the text before."""
-    drawn = ""
-    for part in text.split("\r"):
-        drawn = part + drawn[len(part):]
-    return drawn
 
 
 def _shown_rows(frame: pd.DataFrame, limits: Mapping[str, Any]) -> pd.DataFrame:
