@@ -746,25 +746,39 @@ def test_a_python_cells_param_from_a_notebook_variable_keeps_its_python_value(
     assert kernel.value("get_session().last_run.logs('sh')['line'].tolist()") == "['False']"
 
 
-def test_a_notebook_variable_with_a_space_unquoted_in_the_line_says_to_quote_it(
+def test_a_notebook_variable_with_a_space_in_a_dagger_cells_line_is_one_value(
         kernel: Kernel) -> None:
-    """IPython expands `$city` as it is: "New York" makes two words, one of which the
-    parser refuses with no word of why."""
-    kernel.run('city = "New York"')
-    refused = usage_error(kernel.run("%%dagger s --param who=$city\necho hi\n"))
-    assert refused == ("unrecognized arguments: York; IPython wrote the value of $city into "
-                       'the line unquoted: quote it, as in --param who="$city"')
+    """IPython writes `$city` into the line as it is: "New York" made two words, one of
+    which the parser refused (said with the quoted form). The cell's line is read as
+    typed now, each field given its value whole; a line magic's still says to quote."""
+    kernel.run('city = "New York"\ntoken = "abc"')
+    for line in ("--param who=$city", '--param who="$city"', "--param who={city}"):
+        outputs = kernel.run(f'%%dagger s {line}\necho "$DAGNB_PARAM_WHO"\n')
+        assert error(outputs) is None, outputs
+        assert kernel.value("get_session().last_run.logs('s')['line'].tolist()") == (
+            "['New York']")
+    outputs = kernel.run("%%dagger y --python --param tok=$token --param w=$city\n"
+                         "print(tok, w)\n")
+    assert error(outputs) is None, outputs
     assert usage_error(kernel.run("%dagger logs {city}")) == (
         "unrecognized arguments: York; IPython wrote the value of {city} into the line "
         'unquoted: quote it, as in "{city}"')
-    kernel.run("token = 'abc'")  # (it blamed $token, the first field, not the one split)
-    refused = usage_error(kernel.run(
-        "%%dagger y --python --param tok=$token --param w=$city\nprint(tok)\n"))
-    assert refused == ("unrecognized arguments: York; IPython wrote the value of $city into "
-                       'the line unquoted: quote it, as in --param w="$city"')
-    outputs = kernel.run('%%dagger s --param who="$city"\necho "$DAGNB_PARAM_WHO"\n')
+
+
+def test_a_notebook_value_with_quotes_in_a_dagger_cells_line_arrives_whole(
+        kernel: Kernel) -> None:
+    """``label = 'say "hi" now'`` with ``--param label="$label"`` gave ``say hi now``,
+    silently (IPython wrote it into the line, whose quotes the parser then took); a
+    list with an apostrophe was refused with a fix that was refused in its turn."""
+    kernel.run('label = \'say "hi" now\'\ncities = ["it\'s", "Zürich"]')
+    outputs = kernel.run('%%dagger q --python --param label="$label" '
+                         '--param cities="$cities" --outputs got\ngot = (label, cities)\n')
     assert error(outputs) is None, outputs
-    assert kernel.value("get_session().last_run.logs('s')['line'].tolist()") == "['New York']"
+    assert kernel.value("got") == """('say "hi" now', ["it's", 'Zürich'])"""
+    outputs = kernel.run('%%dagger sh --param label="$label"\necho "$DAGNB_PARAM_LABEL"\n')
+    assert error(outputs) is None, outputs
+    assert kernel.value("get_session().last_run.logs('sh')['line'].tolist()") == (
+        """['say "hi" now']""")
 
 
 @pytest.mark.parametrize(("body", "before", "after"), [

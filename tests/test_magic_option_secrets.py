@@ -39,9 +39,10 @@ def _stderr(outputs: list[dict]) -> str:
 
 
 @pytest.mark.parametrize(("line", "said", "secret"), [
-    ("%%dagger x --python --param p=$pw --outputs y",
-     'UsageError: cannot read the options "x --python --param p=*** --outputs y": No '
-     "closing quotation", PHRASE),
+    # (a %%dagger cell's line is read as typed, each value whole: no quote of the value
+    # splits it; a line magic's is still IPython's, the value written into it)
+    ("%dagger logs $pw",
+     'UsageError: cannot read the options "logs ***": No closing quotation', PHRASE),
     ("%%dagger x5 --python --bogus $tok --outputs y",
      "UsageError: unrecognized arguments: --bogus ***", TOKEN),
 ], ids=["unclosed-quote-declared-secret", "unknown-option-secret-named-variable"])

@@ -138,11 +138,12 @@ def split_words(line: str) -> list[str]:
 _CLOSE_THE_QUOTE = "; close the quote"  # (not the fix when IPython wrote the quote in)
 
 
-def parse_line(magic: Callable[..., Any], line: str) -> Any:
+def parse_line(magic: Callable[..., Any], line: str, words: list[str] | None = None) -> Any:
     """A magic's options with POSIX shell quoting (``--env "A=x y"``), unlike
     ``parse_argstring``, which keeps the quotes in the values; a mistyped option gets
-    a suggestion, as a mistyped step name does."""
-    words = split_words(line)
+    a suggestion, as a mistyped step name does. ``words``: the line's words, made
+    otherwise (see :meth:`DaggerMagics.written_words`)."""
+    words = split_words(line) if words is None else words
     magic.parser.allow_abbrev = False  # (--only is no --only-failed: refused, not taken)
     try:
         return magic.parser.parse_args(words)
@@ -344,10 +345,11 @@ class DaggerMagics(Magics):
             total = scale * sum(int(x) for x in (fetch / "numbers.txt").read_text().split())
         """
         try:
-            if asks_for_help(split_words(line)):  # (the cell is neither run nor defined)
-                show_help(self.dagger_cell)
+            words = self.written_words("%%dagger", line)
+            if asks_for_help(split_words(line) if words is None else words):  # (the cell is
+                show_help(self.dagger_cell)  #                   neither run nor defined)
                 return
-            args = parse_line(self.dagger_cell, line)
+            args = parse_line(self.dagger_cell, line, words)
         except UsageError as exc:
             raise UsageError(self._with_quoting_hint(str(exc), "%%dagger", line)) from None
         number = _running_cell_number(self.shell)  # (its frames named as IPython's are)
@@ -476,6 +478,17 @@ class DaggerMagics(Magics):
             return handler(self, rest)
         except UsageError as exc:
             raise UsageError(self._with_quoting_hint(str(exc), "%dagger", line)) from None
+
+    def written_words(self, magic: str, line: str) -> list[str] | None:
+        """The words of the ``magic`` line as typed, each ``$name`` or ``{expr}`` in them
+        then given its value whole: IPython writes a value into the line before the magic
+        reads it, so a value with a quote in it lost it (``label = 'say "hi"'`` with
+        ``--param label="$label"`` gave ``say hi``, silently) or split the line in two.
+        None (the line as IPython expanded it) when the line typed is not known."""
+        written = _line_as_written(self.shell, magic, line)
+        if written is None:
+            return None
+        return _words_with_values(written, getattr(self.shell, "user_ns", {}))
 
     def _with_quoting_hint(self, message: str, magic: str, line: str) -> str:
         """``message`` of a parser that found extra words or an unclosed quote, plus how
@@ -971,6 +984,38 @@ def line_fields(line: str) -> list[str] | None:
     except (ValueError, SyntaxError):
         return None
     return fields
+
+
+def _words_with_values(written: str, namespace: Mapping[str, Any]) -> list[str] | None:
+    """The words of the line ``written``, split as the shell splits them, and then its
+    fields given their values as IPython evaluates them (``$$`` a ``$``), each value
+    whole in its word, whatever it holds; None where IPython left the line as it is
+    (a field that fails) or it does not split (an unclosed quote as typed)."""
+    try:
+        parts = list(_EXPANDER.parse(written))
+    except ValueError:
+        return None
+    template: list[str] = []
+    values: list[str] = []
+    for literal, field, spec, conversion in parts:
+        template.append(literal)
+        if field is None:
+            continue
+        try:  # (as IPython's FullEvalFormatter.vformat: the spec is part of the expression)
+            value = eval(f"{field}:{spec}" if spec else field, dict(namespace))
+            text = _EXPANDER.format_field(_EXPANDER.convert_field(value, conversion), "")
+        except Exception:  # (the user's expression: anything can happen)
+            return None
+        template.append(f"\0{len(values)}\0")  # (a hole no shell quoting touches)
+        values.append(text)
+    try:
+        words = shlex.split("".join(template))
+    except ValueError:
+        return None
+    return [_HOLE.sub(lambda found: values[int(found[1])], word) for word in words]
+
+
+_HOLE = re.compile("\0(\\d+)\0")
 
 
 def _line_as_written(shell: Any, magic: str, line: str) -> str | None:
