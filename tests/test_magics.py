@@ -557,6 +557,17 @@ def test_save_load_reset(shell, tmp_path):
     assert graph()["b"].needs == ("a",)
 
 
+def test_a_load_that_replaces_steps_of_the_notebook_says_which(shell, tmp_path):
+    """``%dagger load other.yml`` said only "loaded 1 step from other.yml: z", the
+    notebook's steps gone from the graph (a save then wrote one step)."""
+    _two_steps(shell)
+    (tmp_path / "other.yml").write_text("steps:\n  z: {run: echo z}\n  a: {run: echo a}\n")
+    assert line(shell, "load other.yml") == (
+        "loaded 2 steps from other.yml: z, a; it replaces the notebook's graph, whose b is "
+        "out of it now (run a cell to define its step again)")
+    assert list(graph().names) == ["z", "a"]
+
+
 def test_save_exports_python_steps_and_the_cli_runs_them_all_cached(shell, tmp_path):
     import subprocess
     import sys

@@ -33,7 +33,7 @@ from dagnb.cache.clearing import check_clear_options, check_clear_scope, kept_in
 from dagnb.cache.explain import without_diff
 from dagnb.cache.location import pin_relative_folder
 from dagnb.cache.secret_scan import known_secrets
-from dagnb.checks import closest, known_keys, value_split_at
+from dagnb.checks import closest, known_keys, listed, value_split_at
 from dagnb.config import check_cache_mode, configured_by, settings
 from dagnb.errors import (
     CacheMissError,
@@ -800,11 +800,22 @@ def _not_run_yet(exc: UndefinedName, namespace: Mapping[str, Any]) -> str:
 def _cmd_load(self: DaggerMagics, rest: str) -> Text:
     path = _one_path(rest, "load")
     graph = load(path)
+    dropped = [name for name in self.session.graph.names if name not in graph]
     cancelled = self.session.reset()
     self.session.graph = graph
     count = len(graph)
     return Text(f"loaded {count} step{'' if count == 1 else 's'} from {path}: "
-                f"{', '.join(graph.names)}{_cancelled_runs(cancelled)}")
+                f"{', '.join(graph.names)}{_replaced(dropped)}{_cancelled_runs(cancelled)}")
+
+
+def _replaced(dropped: list[str]) -> str:
+    """What a load adds when the graph it replaces had steps the file has not: they were
+    taken out with no word (the notebook's cells, a save of it, wrote one step)."""
+    if not dropped:
+        return ""
+    return (f"; it replaces the notebook's graph, whose {listed(dropped)} "
+            f"{'is' if len(dropped) == 1 else 'are'} out of it now (run a cell to define "
+            "its step again)")
 
 
 def _cmd_remove(self: DaggerMagics, rest: str) -> Text:
