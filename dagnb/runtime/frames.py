@@ -132,7 +132,9 @@ def logs_frame(
     )
     if tail is not None:  # only the last lines in memory, however many there are
         chosen = iter(deque(chosen, maxlen=tail))
-    rows = [(e.time, e.step, e.attempt, e.data["stream"], e.data["line"]) for e in chosen]
+    # (a line replayed from the cache: when it was printed, not when it was replayed)
+    rows = [(e.data.get("at") or e.time, e.step, e.attempt, e.data["stream"], e.data["line"])
+            for e in chosen]
     frame = pd.DataFrame(rows, columns=LOG_COLUMNS)
     frame["time"] = local_times(frame["time"])
     frame["attempt"] = frame["attempt"].astype("int64")

@@ -766,9 +766,9 @@ class Scheduler:
         if head("displays"):  # (most entries have none: no file opened, no check made)
             self._replay_with_displays(name, entry)
         elif head("log_lines") != 0:
-            for line in entry.iter_logs():
+            for line in entry.iter_logs():  # (at: when it was printed, by the run it made)
                 self._emit("log", name, line.get("attempt", 1), stream=line["stream"],
-                           line=line["line"], cached=True)
+                           line=line["line"], cached=True, at=line.get("time"))
         provenance = head("provenance")
         reference = provenance.get("image_ref") if provenance else None
         self._emit(
@@ -801,7 +801,7 @@ class Scheduler:
         for count, line in enumerate(entry.iter_logs()):
             shown_until(count)
             emit("log", name, line.get("attempt", 1), stream=line["stream"], line=line["line"],
-                 cached=True)
+                 cached=True, at=line.get("time"))
         shown_until(float("inf"))  # those after the last line
 
     def _not_stored(self, step: Step, outcome: Outcome, cache: StepCache | None,
