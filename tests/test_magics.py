@@ -1186,3 +1186,11 @@ def test_logs_show_a_redrawn_progress_line_as_a_terminal_leaves_it(shell):
     assert "\r" not in shown and "\r" not in logs._repr_html_()
     assert [row.split()[-2:] for row in shown.splitlines()[1:]] == [["prog", "100%"],
                                                                    ["stdout", "after"]]
+
+
+def test_load_of_a_notebook_says_what_to_do(shell, tmp_path):
+    (tmp_path / "nb.ipynb").write_text('{"cells": [], "metadata": {}, "nbformat": 4, '
+                                       '"nbformat_minor": 5}')
+    with pytest.raises(UsageError, match=r"^%dagger load nb\.ipynb: a notebook is no "
+                                         r"workflow file; %dagger load reads a YAML one"):
+        line(shell, "load nb.ipynb")

@@ -799,6 +799,10 @@ def _not_run_yet(exc: UndefinedName, namespace: Mapping[str, Any]) -> str:
 
 def _cmd_load(self: DaggerMagics, rest: str) -> Text:
     path = _one_path(rest, "load")
+    if Path(path).suffix.lower() == ".ipynb":  # (it said: unknown workflow key 'cells')
+        raise UsageError(f"%dagger load {path}: a notebook is no workflow file; %dagger "
+                         "load reads a YAML one (%dagger save writes it), and a notebook "
+                         f"runs as one with dagnb run {path} in a terminal")
     graph = load(path)
     dropped = [name for name in self.session.graph.names if name not in graph]
     cancelled = self.session.reset()
