@@ -182,8 +182,12 @@ def test_a_ttl_starting_with_a_dash_is_named_not_taken_for_an_option():
     form.name.value, form.command.value, form.ttl.value = "fetch", "echo hi", "-5m"
     form.save_button.click()
     assert said(form).startswith("step 'fetch' ttl '-5m' is not a duration"), said(form)
-    form.ttl.value, form.image.value = "", "-odd"
-    assert form.step().image == "-odd"
+    form.ttl.value, form.image.value = "", "-odd"  # (named as the value, refused as one)
+    with pytest.raises(InvalidStepError, match=r"image '-odd' is not an image reference"):
+        form.step()
+    form.image.value = "my image:1"  # (a space: the builder took it, and an export)
+    with pytest.raises(InvalidStepError, match=r"image 'my image:1' is not an image "):
+        form.step()
 
 
 def test_export_clears_a_stale_message_and_a_failed_export_clears_the_cell():

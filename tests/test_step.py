@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
@@ -235,3 +236,20 @@ def test_a_steps_repr_masks_the_values_of_its_secrets(monkeypatch) -> None:
                           "env={'AUTH': 'Bearer ***'}, secrets=('API_TOKEN',))")
     monkeypatch.delenv("API_TOKEN")  # (no value to mask: as it is)
     assert "Bearer tok-9f8e7d6c5b4a" in repr(step)
+
+
+@pytest.mark.parametrize("image", ["my image:1", "Python:3.12", "UPPER/x:1", "", "-odd"])
+def test_an_image_that_is_no_image_reference_is_refused(image) -> None:
+    """An image with a space or capitals was taken, and refused by the engine only when
+    the step ran (the builder and a save took it before)."""
+    with pytest.raises(InvalidStepError, match=rf"^step 'a': image {re.escape(repr(image))} "
+                                               r"is not an image reference; write it like"):
+        Step("a", run="true", image=image)
+
+
+@pytest.mark.parametrize("image", [
+    "alpine", "python:3.12-slim", "ghcr.io/org/img:tag", "localhost:5000/x",
+    "registry.example.com:443/team/app:v1.2.3", "docker.io/library/alpine:3.19",
+    "python:3.12-slim@sha256:" + "0" * 64, "127.0.0.1:5000/img:latest"])
+def test_image_references_are_taken(image) -> None:
+    assert Step("a", run="true", image=image).image == image

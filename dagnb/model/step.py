@@ -278,6 +278,26 @@ def _refuse_secrets_in_env(secrets: Iterable[str], env: Mapping[str, str], step:
             "from env, and set it in the environment")
 
 
+# an image reference as the distribution spec has it: [host[:port]/]name[:tag][@digest],
+# the host told from the name's first part as docker tells it (a dot, a port, localhost)
+_HOST_PART = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_HOST = (rf"(?:(?:localhost|{_HOST_PART}(?:\.{_HOST_PART})+|\[[0-9a-fA-F:]+\])(?::[0-9]+)?"
+         rf"|{_HOST_PART}:[0-9]+)")
+_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_IMAGE = re.compile(
+    rf"(?:{_HOST}/)?{_PATH}(?:/{_PATH})*(?::[\w][\w.-]{{0,127}})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?")
+
+
+def _check_image(image: object, step: str) -> None:
+    """Refuse an image that is no image reference (``my image:1``, ``Python:3``): the
+    engine refused it only when the step ran, the builder and a save taking it before."""
+    if not isinstance(image, str) or not _IMAGE.fullmatch(image):
+        raise InvalidStepError(
+            f"step {step!r}: image {image!r} is not an image reference; write it like "
+            "python:3.12-slim or ghcr.io/org/name:tag (lower case, no spaces)")
+
+
 def variable_text(value: str | int | float | bool) -> str:
     """A plain value as a variable's text: a bool as ``true``/``false``, as JSON and the
     ``DAGNB_PARAM_*`` variables write it, not Python's ``True``."""
@@ -448,6 +468,8 @@ class Step:
         if _check_params(self.params, name) > PARAM_VARIABLE_LIMIT and self.run is not None:
             _check_long_params(self.params, self.run, name)  # (JSON is at least as long)
         set_(self, "cache_volumes", _frozen_map(self.cache_volumes, "cache_volumes", name))
+        if self.image is not None:
+            _check_image(self.image, name)
         set_(self, "timeout", parse_duration(self.timeout, what=f"step {name!r} timeout"))
         set_(self, "ttl", parse_ttl(self.ttl, what=f"step {name!r} ttl"))
         if isinstance(self.cache_version, float):  # (1.10 read as 1.1: a bump unseen)
