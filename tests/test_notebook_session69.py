@@ -86,6 +86,27 @@ def test_a_failed_background_cell_is_named_as_a_failed_foreground_cell_is(
     assert error.splitlines()[-1].startswith("RunFailed: run ")
 
 
+@pytest.mark.slow
+def test_a_failed_background_cell_shows_its_failure_in_the_executed_notebook(
+        tmp_path, capsys, monkeypatch):
+    """``--output``'s notebook (a CI's record of the run) showed the cell's "started in
+    the background" line and nothing more, though its run failed and dagnb run exited 1."""
+    import nbformat
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+    _percent(tmp_path / "bg.py", "%load_ext dagnb",
+             "%%dagger bad --background\necho 'bg fail' >&2\nexit 3", "print('last cell')")
+    assert main(["run", "bg.py", "--executor", "local", "-o", "out.ipynb"]) == 1
+    capsys.readouterr()
+    cells = nbformat.read(tmp_path / "out.ipynb", 4).cells
+    errors = [(index, output) for index, cell in enumerate(cells)
+              for output in cell.get("outputs", []) if output.output_type == "error"]
+    assert [index for index, _ in errors] == [1]  # (the cell that started the run)
+    assert errors[0][1].ename == "RunFailed"
+    assert "exit code 3: bg fail" in errors[0][1].evalue
+
+
 # -- 3. refused before the kernel starts, as a YAML run refuses it -------------------------
 
 def _no_engine(monkeypatch: pytest.MonkeyPatch) -> None:

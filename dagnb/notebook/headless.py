@@ -280,6 +280,7 @@ def run_notebook(path: str | Path, *, params: Mapping[str, Any] | None = None,
     if error is None and background is not None and interruption.signal is None:
         (error, cell), error_name = background, RunFailed.__name__
         failed_cell = _failed_cell(cell, in_file)
+        _said_in(cell, error, nbformat)
     notebook.cells.extend(unneeded)
     unsaved = None if output is None else _write(nbformat, notebook, Path(output))
     rows = _summary_rows(summary)
@@ -813,6 +814,14 @@ def _shown_text(out: Any) -> str:
 def _refused(summary: Any) -> bool:
     """Whether the summary cell said fail-on-miss's refusal stopped the run."""
     return any(_REFUSED_MARK in out.get("text", "") for out in summary.get("outputs", []))
+
+
+def _said_in(cell: Any, error: str, nbformat: Any) -> None:
+    """Add the failure of the ``--background`` run ``cell`` started to its outputs, as
+    the error a cell raises: the executed notebook (``--output``), a CI's record of the
+    run, showed it started and nothing more, though the run failed."""
+    cell.outputs.append(nbformat.v4.new_output(
+        "error", ename=RunFailed.__name__, evalue=error, traceback=error.splitlines()))
 
 
 def _background_failure(summary: Any, cells: list[Any]) -> tuple[str, Any] | None:
