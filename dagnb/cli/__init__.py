@@ -314,6 +314,23 @@ _SPELLED_OTHERWISE = {
 }
 
 
+def _say_cache_beside_the_workflow(workflow: Path, given: str | None) -> None:
+    """One line when the run uses the working folder's cache (the default setting)
+    though the workflow's folder holds a cache of its own: ``dagnb run w1/wf.yml`` from
+    above ran every step again, its history apart, saying nothing of either folder."""
+    from dagnb.cache import local_folder
+
+    if given is not None or config.origins().get("cache_directory") != config.DEFAULT:
+        return
+    used, beside = local_folder(None), workflow.absolute().parent / ".dagnb_cache"
+    if beside.resolve() == used.resolve() or not (beside / ".runs").is_dir():
+        return
+    shown = os.path.relpath(beside)
+    print(f"dagnb: the cache folder is {os.path.relpath(used)}, this folder's; {shown}, "
+          f"beside the workflow, is another one (--cache-dir {shown} uses it)",
+          file=sys.stderr)
+
+
 @command("run")
 def _run(args: argparse.Namespace) -> int:
     mode = _cache_mode(args)
@@ -326,6 +343,7 @@ def _run(args: argparse.Namespace) -> int:
     given = _set_params(graph, args)
     _warn_unreached(given, graph, args)
     _unfailing_stdout()
+    _say_cache_beside_the_workflow(Path(args.workflow), args.cache_dir)
     printer = ProgressPrinter(sys.stdout)
     from dagnb.runtime.prepare import run_graph_sync  # (a run imports it: no cost)
     from dagnb.runtime.unmounted import WORKFLOW_WORDS
