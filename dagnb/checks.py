@@ -413,7 +413,23 @@ def location(value: Any) -> str:
     )
     if is_url(given):
         _refuse_double_slash(given)
+        _refuse_file_url_with_a_host(given)
     return given
+
+
+def _refuse_file_url_with_a_host(given: str) -> None:
+    """Refuse ``file://tmp/store``: its path is ``tmp/store``, relative, so each folder a
+    command ran in made a store of its own there, shared by none (a push wrote 185 MB
+    under the working folder, exit 0). ``file:///tmp/store`` (three slashes) is the
+    folder ``/tmp/store`` (fsspec reads ``file://localhost/tmp`` as ``localhost/tmp``)."""
+    scheme, _, rest = given.partition("://")
+    if scheme not in _FOLDER_SCHEMES or rest.startswith("/"):
+        return
+    host, slash, path_part = rest.partition("/")
+    meant = path_part if host.lower() == "localhost" and slash else rest
+    raise Invalid(Masked(repr(given)), f"a folder's URL with three slashes, "
+                  f"{scheme}:///{meant} (with two, {rest!r} is a path relative to the folder "
+                  "a command runs in: another store in each)")
 
 
 _ONE_SLASH = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):/(?!/)")

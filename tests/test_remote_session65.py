@@ -177,6 +177,19 @@ def test_a_store_url_with_one_slash_is_refused_naming_the_fix(given: str, fix: s
         checks.checked(checks.location, given, "--cache-dir", ConfigError, sep=" ")
 
 
+@pytest.mark.parametrize(("given", "fix"), [
+    ("file://tmp/store", "file:///tmp/store"), ("file://localhost/srv/x", "file:///srv/x"),
+    ("local://team/x", "local:///team/x"),
+])
+def test_a_folders_url_with_two_slashes_is_refused_naming_the_fix(given: str, fix: str) -> None:
+    """``file://tmp/store`` is the path ``tmp/store``, relative: each folder a command ran
+    in made a store of its own (a push wrote under the working folder, exit 0)."""
+    with pytest.raises(ConfigError, match=rf"'{given}' is not valid; expected a folder's URL "
+                                          rf"with three slashes, {fix} \(with two, "):
+        checks.checked(checks.location, given, "--cache-dir", ConfigError, sep=" ")
+    assert checks.location(fix) == fix
+
+
 @pytest.mark.parametrize("folder", ["./s3:/team/x", "cache/s3:/x", "C:/cache", "x:/y"])
 def test_a_folder_that_only_looks_like_one_is_still_a_folder(folder: str) -> None:
     assert checks.location(folder) == folder
