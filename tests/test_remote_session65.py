@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -389,3 +390,17 @@ def test_large_files_go_one_at_a_time_each_streaming_through_its_own_buffers() -
     assert remote._at_once(lambda job: order.append(job) or job.upper(), jobs, sizes) == [
         "BIG-1", "SMALL-1", "BIG-2", "SMALL-2"]  # (the results in the jobs' order)
     assert order[-2:] == ["big-1", "big-2"]  # (after the small ones, in turn)
+
+
+@pytest.mark.parametrize(("options", "said"), [
+    ({"endpoint": "http://127.0.0.1:9"}, "'endpoint' is no option of an s3:// store; did "
+                                         "you mean 'endpoint_url'?"),
+    ({"endpoint_url": "http://127.0.0.1:9", "client_kwarg": {}},
+     "'client_kwarg' is no option of an s3:// store; did you mean 'client_kwargs'?"),
+])
+def test_an_s3_option_s3fs_does_not_take_is_refused_naming_the_one_meant(options, said):
+    """It passed validate, s3fs took it and its session raised a TypeError at the first
+    request, reported as an outage ("check the URL, the network and the credentials")."""
+    with pytest.raises(CacheError, match=rf"^cache_storage_options: {re.escape(said)}$"):
+        ObjectStore("s3://team/cache", options)
+    ObjectStore("s3://team/cache", {"endpoint_url": "http://127.0.0.1:9", "anon": True})

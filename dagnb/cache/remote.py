@@ -291,6 +291,8 @@ class ObjectStore:
             options.setdefault("auto_mkdir", True)  # object stores have no folders to make
         s3_retries, transfer_options = 1, None
         if protocol in ("s3", "s3a"):
+            if (fault := _unknown_s3_option(options)) is not None:
+                raise CacheError(fault)  # (s3fs took it, and failed at the first request)
             if (fault := checks.endpoint_variable_fault(options)) is not None:
                 raise CacheError(fault)  # (botocore took it for an unreachable store)
             if (fault := checks.endpoint_config_fault(options)) is not None:
@@ -801,6 +803,34 @@ def _manifest_of(folder: Path, step: str, key: str, meta: Mapping[str, Any]) -> 
     }
     manifest.update({name: tree[name] for name in ("links", "executable") if tree[name]})
     return manifest
+
+
+# what s3fs takes besides its own parameters: fsspec's, and dagnb's retries
+_S3_OTHER_OPTIONS = frozenset({"use_listings_cache", "listings_expiry_time", "max_paths",
+                               "skip_instance_cache", "retries"})
+
+
+def _unknown_s3_option(options: Mapping[str, Any]) -> str | None:
+    """The line refusing an option s3fs does not take (``endpoint`` for
+    ``endpoint_url``): it passes it on to its session, which raised a TypeError at the
+    first request, reported as the store unreachable ("check the network"); None when
+    every one is known, or s3fs cannot be asked."""
+    try:
+        import inspect
+
+        import s3fs
+        from aiobotocore.session import AioSession
+    except ImportError:
+        return None
+    known = {*inspect.signature(s3fs.S3FileSystem.__init__).parameters,
+             *inspect.signature(AioSession.__init__).parameters, *_S3_OTHER_OPTIONS}
+    known -= {"self", "kwargs"}
+    for name in options:
+        if name not in known:
+            hint = checks.did_you_mean(name, sorted(known), otherwise="see s3fs' S3FileSystem")
+            return (f"cache_storage_options: {name!r} is no option of an s3:// store; "
+                    f"{hint}")
+    return None
 
 
 def _s3_defaults(options: dict[str, Any], read_timeout: float) -> dict[str, Any]:
