@@ -1213,8 +1213,11 @@ class RemoteBackend(StoreBackend):
             return
         self._unsent.discard((step, key))
         item = self.local.read(step, key)
+        # a refresh or a rebuild still replaces the store's copy: sent as a first save,
+        # it kept the output it replaced there, and was then noted as sent
+        owes = replacement_owed(self.root, step, key)
         if item is not None and item.meta is not None:
-            held.add(lambda: self._send(step, key, item, False, False), self.remote.url)
+            held.add(lambda: self._send(step, key, item, owes, owes), self.remote.url)
 
     def _warn_if_damaged(self, step: str, key: str) -> None:
         """Say that the store's ``step/key`` was found changed there (once: it is not
@@ -1636,6 +1639,10 @@ def owed_replacements(root: Path) -> set[tuple[str, str]]:
     return {(step, key) for step in steps
             for key in (os.listdir(root / _OWED / step) if (root / _OWED / step).is_dir()
                         else ())}
+
+
+def replacement_owed(root: Path, step: str, key: str) -> bool:
+    return (root / _OWED / step / key).exists()
 
 
 def paid_replacement(root: Path, step: str, key: str) -> None:
