@@ -36,7 +36,7 @@ from dagnb.cache.keys import (
     StepKey,
     variable_words,
 )
-from dagnb.cache.remote import RemoteBackend
+from dagnb.cache.remote import RemoteBackend, newer_format_words
 from dagnb.cache.store import Entry, GlancedEntry, Store
 
 __all__ = ["Change", "explain", "explain_changes", "explain_frame", "without_diff"]
@@ -113,6 +113,11 @@ def explain_changes(store: Store, step_name: str, key: StepKey,
     if damage is not None:  # (nothing changed: an older entry's differences are not why)
         return [_status("damaged", f"cache entry {step_name}/{key.short} is damaged "
                         f"({damage}): it will run again")]
+    newer = _newer_at(store, step_name, key)
+    if newer is not None:  # (a miss here, yet no "no entry": upgrading serves it)
+        return [_status("missing", f"the store's entry {step_name}/{key.short} "
+                        f"{newer_format_words(newer)}: it will run again; upgrade dagnb "
+                        "to use it")]
     closest = _closest(store, step_name, key, workflow)
     if closest is None and isinstance(store.backend, RemoteBackend):
         # (a new machine's tier: the store's entries are this step's history)
@@ -212,6 +217,15 @@ def _damage_at(store: Store, step_name: str, key: StepKey) -> str | None:
     if isinstance(backend, RemoteBackend) and backend.damaged_in_store(step_name, key.digest):
         return "a file of the store's copy does not match its digest"
     return None
+
+
+def _newer_at(store: Store, step_name: str, key: StepKey) -> int | None:
+    """The manifest format of the store URL's entry at ``key`` if a newer dagnb wrote it
+    (seen by the peek that missed), or None."""
+    backend = store.backend
+    if not isinstance(backend, RemoteBackend):
+        return None
+    return backend.remote.written_by_newer(step_name, key.digest)
 
 
 def _workflow_of(entry: Entry) -> str | None:

@@ -316,6 +316,9 @@ class ObjectStore:
         # entries whose manifest named a blob missing, damaged or of another size: not
         # downloaded again by this process (a run's claim looks twice) until it saves them
         self.unusable_entries: set[tuple[str, str]] = set()
+        # entries whose manifest a newer dagnb wrote (step, key -> its format): a miss
+        # here, neither damaged nor replaced (an older writer would undo the newer's)
+        self.newer_entries: dict[tuple[str, str], int] = {}
         self.check_content = check_content
         self.bytes_checked = 0  # read back from the store to check blobs' content
         self._checked_blobs: set[str] = set()  # found whole by that check, or sent from here
@@ -378,12 +381,23 @@ class ObjectStore:
 
     # -- reading ----------------------------------------------------------------------
     def manifest(self, step: str, key: str) -> dict[str, Any] | None:
-        """The parsed manifest of ``step/key``, or None when absent or unreadable."""
+        """The parsed manifest of ``step/key``, or None when absent or unreadable (one a
+        newer dagnb wrote is noted in :attr:`newer_entries`)."""
         try:
             raw = self.fs.cat_file(self.manifest_path(step, key))
         except FileNotFoundError:
-            return None
-        return _parse_manifest(raw, step, key)
+            raw = b""
+        manifest = _parse_manifest(raw, step, key) if raw else None
+        newer = None if manifest is not None or not raw else _newer_format(raw)
+        if newer is None:
+            self.newer_entries.pop((step, key), None)
+        else:
+            self.newer_entries[(step, key)] = newer
+        return manifest
+
+    def written_by_newer(self, step: str, key: str) -> int | None:
+        """The format of ``step/key``'s manifest if a newer dagnb wrote it, as last read."""
+        return self.newer_entries.get((step, key))
 
     def download(self, step: str, key: str, into: Path) -> int | None:
         """Rebuild the entry ``step/key`` in the local folder ``into`` (made if need be,
@@ -534,10 +548,13 @@ class ObjectStore:
         replace = replace or (step, key) in self.damaged_entries
         if replace:
             found = None
+            self.manifest(step, key)  # (one a newer dagnb wrote stays: looked at first)
         elif found is _NOT_READ:
             found = self.manifest(step, key)
             if found is not None and self.whole(step, key, found):
                 return Upload(0, kept_other=True)  # stored while the step ran: sent nothing
+        if found is None and (newer := self.written_by_newer(step, key)) is not None:
+            return Upload(0, kept_other=True, newer=newer)  # sent nothing
         sent = self._put_blobs(folder, _distinct(manifest["files"]), replace)
         self.damaged_entries.discard((step, key))
         self.unusable_entries.discard((step, key))
@@ -786,6 +803,7 @@ class Upload(NamedTuple):
     sent: int
     kept_other: bool = False
     unreferenced: int = 0
+    newer: int | None = None  # the format of the store's, kept: a newer dagnb wrote it
 
 
 def _manifest_of(folder: Path, step: str, key: str, meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -894,6 +912,16 @@ def _parse_manifest(raw: bytes, step: str, key: str) -> dict[str, Any] | None:
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
     return manifest if ok else None
+
+
+def _newer_format(raw: bytes) -> int | None:
+    """The format of a manifest newer than this dagnb reads, or None."""
+    try:
+        number = json.loads(raw)["format"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    newer = isinstance(number, int) and not isinstance(number, bool) and number > MANIFEST_FORMAT
+    return number if newer else None
 
 
 def _links_ok(manifest: Mapping[str, Any]) -> bool:
@@ -1175,6 +1203,7 @@ class RemoteBackend(StoreBackend):
         self._refusals_said: set[str] = set()  # each refusal's fix is said once
         self._keeper: weakref.WeakMethod[KeepFetched] | None = None  # (its store's)
         self._unsent: set[tuple[str, str]] | None = None  # (read at the first hit)
+        self._newer_said: set[tuple[str, str]] = set()  # (entries a newer dagnb wrote)
 
     def __repr__(self) -> str:
         return f"RemoteBackend({self.remote.url!r}, local={str(self.root)!r})"
@@ -1201,6 +1230,7 @@ class RemoteBackend(StoreBackend):
             return None
         if moved is None:
             self._warn_if_damaged(step, key)
+            self._warn_if_newer(step, key)
         return None if moved is None else self.local.read(step, key)
 
     def hold_if_unsent(self, step: str, key: str, held: HeldUploads) -> None:
@@ -1228,6 +1258,17 @@ class RemoteBackend(StoreBackend):
                 "content does not match its digest (changed in the store); it is a miss, and "
                 "saving the step again replaces it there", RemoteCacheWarning)
 
+    def _warn_if_newer(self, step: str, key: str) -> None:
+        """Say that a newer dagnb wrote the store's ``step/key`` (once: it is not asked
+        for again, see :meth:`_may_fetch`, and a save keeps it)."""
+        newer = self.remote.written_by_newer(step, key)
+        if newer is not None and (step, key) not in self._newer_said:
+            self._newer_said.add((step, key))
+            checks.warn_user(
+                f"remote cache {self.remote.url!r}: entry {step}/{key[:12]} "
+                f"{newer_format_words(newer)}: it is a miss here, and the store's copy is "
+                "kept; upgrade dagnb (pip install -U dagnb) to use it", RemoteCacheWarning)
+
     def damaged_in_store(self, step: str, key: str) -> bool:
         """Whether this process found the store's copy of ``step/key`` damaged (a file
         whose content does not match its digest: its ``meta.json``, met by a plan's
@@ -1251,6 +1292,7 @@ class RemoteBackend(StoreBackend):
             meta = self._ask(_GLANCING, self.remote.glance, step, key)
             if meta is None:
                 self._warn_if_damaged(step, key)
+                self._warn_if_newer(step, key)
             if meta is not _UNANSWERED:  # (kept a while: a notebook's plan at each cell
                 self._glances[(step, key)] = (now, meta)  # asked the store again)
         if meta is None or meta is _UNANSWERED:  # (unreachable: absent, as for read)
@@ -1321,12 +1363,16 @@ class RemoteBackend(StoreBackend):
         return sent
 
     def _upload(self, step: str, key: str, item: Item, replace: bool) -> bool:
-        """Send the tier's entry ``item`` to the store; whether it got there."""
+        """Send the tier's entry ``item`` to the store; whether it got there (or the
+        store keeps another writer's copy)."""
         if time.monotonic() < self._uploads_refused_until or not self._reachable():
             return False
-        return self._ask("an upload", self.remote.upload, step, key, item.path,
-                         meta=json.loads(item.meta or b"{}"), replace=replace,
-                         ) is not _UNANSWERED
+        sent = self._ask("an upload", self.remote.upload, step, key, item.path,
+                         meta=json.loads(item.meta or b"{}"), replace=replace)
+        if sent is _UNANSWERED:
+            return False
+        self._warn_if_newer(step, key)
+        return True
 
     def _may_fetch(self, step: str, key: str) -> bool:
         """Whether the store's copy of ``step/key`` is worth asking for: not when this
@@ -1334,7 +1380,8 @@ class RemoteBackend(StoreBackend):
         unusable (a run's claim looks again under the lock: that downloaded a damaged
         entry twice and warned twice)."""
         return ((step, key) not in self._distrusted
-                and (step, key) not in self.remote.unusable_entries)
+                and (step, key) not in self.remote.unusable_entries
+                and (step, key) not in self.remote.newer_entries)
 
     def _reachable(self) -> bool:
         return time.monotonic() >= self._down_until
@@ -1697,14 +1744,15 @@ class Transfer:
     ``push --check``'s)."""
 
     __slots__ = ("bytes", "checked", "copied", "damaged", "expired", "in_use", "kept_since",
-                 "meanwhile", "mended", "replaced", "same_output", "skipped", "unreferenced",
-                 "unusable", "users")
+                 "meanwhile", "mended", "newer", "replaced", "same_output", "skipped",
+                 "unreferenced", "unusable", "users")
 
     def __init__(self) -> None:
         self.copied = self.skipped = self.expired = self.unusable = self.damaged = 0
         self.mended = self.meanwhile = self.bytes = self.unreferenced = self.checked = 0
         self.replaced = self.same_output = 0
         self.in_use = 0  # a pull's: older local copies kept, as a live run uses them
+        self.newer: dict[int, int] = {}  # store's entries a newer dagnb wrote, by format
         self.users: list[str] = []  # (who: ``pid N``, each once)
         self.kept_since: float | None = None  # the earliest manifest time of those kept
 
@@ -1724,6 +1772,21 @@ class Transfer:
             self.users.append(user)
         if modified is not None and (self.kept_since is None or modified < self.kept_since):
             self.kept_since = modified
+
+    def written_by_newer(self, newer: int | None) -> bool:
+        """Count an entry of the store a newer dagnb wrote (format ``newer``): left as
+        it is. Whether there was one."""
+        if newer is not None:
+            self.newer[newer] = self.newer.get(newer, 0) + 1
+        return newer is not None
+
+    def _newer_said(self) -> str:
+        if not self.newer:
+            return ""
+        count, them = sum(self.newer.values()), "it" if sum(self.newer.values()) == 1 else "them"
+        said = newer_format_words(max(self.newer)).replace("was written", "written", 1)
+        left = "left as it is" if count == 1 else "left as they are"
+        return f", {count} {said}: {left}; upgrade dagnb to use {them}"
 
     def _kept_in_use(self) -> str:
         if not self.in_use:
@@ -1758,8 +1821,15 @@ class Transfer:
                         "entries the store kept another copy of, left there named by no "
                         "entry, where nothing removes them)") if self.unreferenced else ""
         return (f"{action}: {_entries(self.copied)} copied{mended}, {self.skipped} already "
-                f"there{meanwhile}{checked}{expired}{unusable}{damaged}, "
+                f"there{meanwhile}{checked}{expired}{unusable}{damaged}{self._newer_said()}, "
                 f"{_amount(self.bytes)}{unreferenced}")
+
+
+def newer_format_words(newer: int) -> str:
+    """How a message says that a newer dagnb wrote a manifest of format ``newer``."""
+    readable = " and ".join(map(str, _READABLE_FORMATS))
+    return (f"was written by a newer dagnb (manifest format {newer}; this one reads "
+            f"formats {readable})")
 
 
 def _entries(count: int) -> str:
@@ -1855,6 +1925,8 @@ def _count_upload(done: Transfer, local: Store, remote: ObjectStore, entry: Entr
                          "bucket name in the URL (or make the bucket first)") from None
     done.bytes += sent.sent
     done.unreferenced += sent.unreferenced
+    if done.written_by_newer(sent.newer):
+        return
     if sent.kept_other:
         done.skipped += 1
         done.meanwhile += 1
@@ -1912,8 +1984,10 @@ def pull(url: str, local: Store, *, progress: Progress | None = None) -> Transfe
             else:
                 done.copied += moved is not None
                 done.replaced += older and moved is not None
+                newer = moved is None and done.written_by_newer(
+                    remote.written_by_newer(step, key))
                 done.expired += moved is None and remote.expired
-                done.unusable += moved is None and not remote.expired
+                done.unusable += moved is None and not remote.expired and not newer
         if progress is not None:
             progress(number, len(keys), done.bytes)
     # (a kept entry's manifest is read again by the next pull: listed as not seen yet)
