@@ -140,3 +140,25 @@ def test_the_names_python_reads_by_literal_count(text, names, monkeypatch):
     key = step_key(step, upstream_digests={}, base_dir=Path("."))
     assert sorted(c.split(":", 1)[1] for c in key.components if c.startswith("host_var:")) \
         == names
+
+
+
+def test_a_teammates_clone_started_from_its_root_is_served_the_entry(
+        tmp_path, capsys, monkeypatch):
+    """The key held the folder whole: each clone (``/home/alice/proj``, CI's) run from
+    its root as the README does (``dagnb run workflows/wf.yml``) missed every Python
+    step on a shared cache. It holds the way there from the workflow's folder."""
+    said = []
+    for who in ("alice", "bob"):
+        clone = tmp_path / who / "proj"
+        (clone / "workflows").mkdir(parents=True)
+        (clone / "workflows" / "wf.yml").write_text(
+            WORKFLOW.replace("    mounts: {data: /data}\n", ""))
+        (clone / "workflows" / "folder69_steps.py").write_text(STEPS)
+        (clone / "data").mkdir()
+        (clone / "data" / "n.txt").write_text("5")
+        monkeypatch.chdir(clone)
+        said.append(_cli(capsys, "run", "workflows/wf.yml", "--cache-dir",
+                         str(tmp_path / "shared-cache")))
+    assert [_summary(out) for out in said] == ["2 succeeded", "2 cached"], said
+    assert json.loads((tmp_path / "alice" / "proj" / "workflows" / "seen.txt").read_text()) == 5

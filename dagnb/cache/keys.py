@@ -542,9 +542,10 @@ def _host_values(names: tuple[str, ...], step: Step | None = None,
 # The ``started_in`` component: the folder this process runs an in-process Python step in.
 STARTED_IN = "started_in"
 
-# (process folder, base folder, workdir, mounts) -> the process folder, resolved, when
-# a shell step would start in another, else None: resolving costs a stat a component.
-_ELSEWHERE: dict[tuple[Any, ...], str | None] = {}
+# (process folder, base folder, workdir, mounts) -> the process folder, resolved, and as
+# keyed, when a shell step would start in another, else None: resolving costs a stat a
+# component.
+_ELSEWHERE: dict[tuple[Any, ...], tuple[str, str] | None] = {}
 
 
 def _add_process_folder(components: dict[str, str], describe: dict[str, str], step: Step,
@@ -562,12 +563,24 @@ def _add_process_folder(components: dict[str, str], describe: dict[str, str], st
         if len(_ELSEWHERE) >= _TEXT_MEMO_LIMIT:
             _ELSEWHERE.clear()
         shell_folder = str(_shell_folder(step, Path(base_dir)))
-        _ELSEWHERE[memo] = None if resolved == shell_folder else resolved
-    folder = _ELSEWHERE[memo]
-    if folder is not None:
-        components[STARTED_IN] = _text_digest(folder)
+        _ELSEWHERE[memo] = (None if resolved == shell_folder
+                            else (resolved, _relative_or_whole(resolved, shell_folder)))
+    elsewhere = _ELSEWHERE[memo]
+    if elsewhere is not None:
+        folder, keyed = elsewhere
+        components[STARTED_IN] = _text_digest(keyed)
         own = f"its workdir {step.workdir}" if step.workdir else "the workflow’s folder"
         describe[STARTED_IN] = f"{folder}, not {own}"
+
+
+def _relative_or_whole(folder: str, shell_folder: str) -> str:
+    """``folder`` as the key holds it: from the folder a shell step starts in (``..``
+    for a project's root, run from there), so that a teammate's clone elsewhere, or
+    CI's, keys it alike; whole where no relative path leads there (another drive)."""
+    try:
+        return os.path.relpath(folder, shell_folder)
+    except ValueError:
+        return folder
 
 
 def _shell_folder(step: Step, base_dir: Path) -> Path:
