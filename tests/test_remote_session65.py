@@ -404,3 +404,25 @@ def test_an_s3_option_s3fs_does_not_take_is_refused_naming_the_one_meant(options
     with pytest.raises(CacheError, match=rf"^cache_storage_options: {re.escape(said)}$"):
         ObjectStore("s3://team/cache", options)
     ObjectStore("s3://team/cache", {"endpoint_url": "http://127.0.0.1:9", "anon": True})
+
+
+@pytest.mark.parametrize(("config", "said"), [
+    (5, "config_kwargs must be a mapping of botocore's Config options"),
+    ({"connect_timeout": "soon"}, "connect_timeout must be a number of seconds above 0, "
+                                  "not 'soon'"),
+    ({"read_timeout": 0}, "read_timeout must be a number of seconds above 0, not 0"),
+    ({"retries": 3}, "retries must be a mapping (max_attempts, mode), not 3"),
+    ({"retriez": {}}, "refused by botocore (Got unexpected keyword argument 'retriez')"),
+    ({"retries": {"mode": "fast"}}, 'refused by botocore (Invalid value provided to "mode"'),
+])
+def test_config_kwargs_botocore_would_refuse_or_misread_are_refused_with_an_example(
+        config, said):
+    """``5`` raised a TypeError with a traceback; ``retries: 3`` and unknown names failed
+    the first request, said as the store unreachable; ``connect_timeout: soon`` too."""
+    with pytest.raises(CacheError, match=r"^cache_storage_options: config_kwargs") as refused:
+        ObjectStore("s3://team/cache", {"anon": True, "config_kwargs": config})
+    assert said in str(refused.value)
+    assert str(refused.value).endswith("e.g. {connect_timeout: 5, read_timeout: 60, "
+                                       "retries: {max_attempts: 3}}")
+    ObjectStore("s3://team/cache", {"anon": True, "config_kwargs": {
+        "connect_timeout": 3, "retries": {"max_attempts": 4}}})

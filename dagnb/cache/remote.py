@@ -293,6 +293,8 @@ class ObjectStore:
         if protocol in ("s3", "s3a"):
             if (fault := _unknown_s3_option(options)) is not None:
                 raise CacheError(fault)  # (s3fs took it, and failed at the first request)
+            if (fault := _config_kwargs_fault(options.get("config_kwargs"))) is not None:
+                raise CacheError(fault)  # (a traceback, or a store said unreachable)
             if (fault := checks.endpoint_variable_fault(options)) is not None:
                 raise CacheError(fault)  # (botocore took it for an unreachable store)
             if (fault := checks.endpoint_config_fault(options)) is not None:
@@ -848,6 +850,48 @@ def _unknown_s3_option(options: Mapping[str, Any]) -> str | None:
             hint = checks.did_you_mean(name, sorted(known), otherwise="see s3fs' S3FileSystem")
             return (f"cache_storage_options: {name!r} is no option of an s3:// store; "
                     f"{hint}")
+    return None
+
+
+_CONFIG_EXAMPLE = "{connect_timeout: 5, read_timeout: 60, retries: {max_attempts: 3}}"
+
+
+def _config_kwargs_fault(config: Any) -> str | None:
+    """The line refusing an s3:// store's ``config_kwargs`` that botocore's ``Config``
+    would refuse or misread (``5``, ``retries: 3``, ``read_timeout: soon``): it raised
+    a TypeError with a traceback, or failed each request, said as the store unreachable.
+    None when it is fine, or botocore cannot be asked."""
+    where = "cache_storage_options: config_kwargs"
+    if config is None:
+        return None
+    if not isinstance(config, Mapping):
+        return f"{where} must be a mapping of botocore's Config options, e.g. {_CONFIG_EXAMPLE}"
+    if (fault := _odd_config_value(config)) is not None:
+        return f"{where}: {fault}, e.g. {_CONFIG_EXAMPLE}"
+    try:
+        from botocore.config import Config
+    except ImportError:
+        return None
+    try:
+        Config(**config)
+    except Exception as exc:  # (botocore's own: TypeError, ValueError, its errors)
+        return f"{where} is refused by botocore ({exc}); e.g. {_CONFIG_EXAMPLE}"
+    return None
+
+
+def _seconds(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+
+
+def _odd_config_value(config: Mapping[str, Any]) -> str | None:
+    """What botocore would misread in ``config`` without a clear word of its own."""
+    for name in ("connect_timeout", "read_timeout"):
+        seconds = config.get(name)
+        if seconds is not None and not _seconds(seconds):
+            return f"{name} must be a number of seconds above 0, not {seconds!r}"
+    retries = config.get("retries")
+    if retries is not None and not isinstance(retries, Mapping):
+        return f"retries must be a mapping (max_attempts, mode), not {retries!r}"
     return None
 
 
