@@ -1065,8 +1065,9 @@ def _done_before(folder: Path) -> dict[str, str]:
     except OSError:
         return {}
     stored = {line[1:] for line in lines if line.startswith(STORED_MARK)}
+    handed_on = (line.partition("\t") for line in lines)
     return {step: "succeeded" if step in stored else "cached"
-            for step, tab, _ in map(lambda line: line.partition("\t"), lines) if tab}
+            for step, tab, _ in handed_on if tab}
 
 
 _RUNS = "\0runs"  # a gone run's start line's key: the folder its log is in (not written)
