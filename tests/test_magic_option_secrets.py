@@ -39,13 +39,17 @@ def _stderr(outputs: list[dict]) -> str:
 
 
 @pytest.mark.parametrize(("line", "said", "secret"), [
-    # (a %%dagger cell's line is read as typed, each value whole: no quote of the value
-    # splits it; a line magic's is still IPython's, the value written into it)
-    ("%dagger logs $pw",
-     'UsageError: cannot read the options "logs ***": No closing quotation', PHRASE),
+    # (a line is read as typed, each value whole: a quote of the value splits none; an
+    # unclosed quote typed leaves it IPython's, the value written into it)
+    ('%dagger logs "$pw',
+     """UsageError: cannot read the options 'logs "***': No closing quotation""", PHRASE),
+    # (its words rejoined by shlex, quoted by repr: its apostrophe as '\\'"\\'"\\'')
+    ("%dagger status $pw",
+     """UsageError: %dagger status takes no arguments, got '\\'***\\''""", PHRASE),
     ("%%dagger x5 --python --bogus $tok --outputs y",
      "UsageError: unrecognized arguments: --bogus ***", TOKEN),
-], ids=["unclosed-quote-declared-secret", "unknown-option-secret-named-variable"])
+], ids=["unclosed-quote-declared-secret", "rejoined-words-declared-secret",
+        "unknown-option-secret-named-variable"])
 def test_a_refused_line_shows_a_secret_masked_in_the_cell_and_the_saved_notebook(
         kernel: LiveKernel, tmp_path: Path, line: str, said: str, secret: str) -> None:
     shown = _stderr(kernel.run(f"{line}\ny = 1\n"))

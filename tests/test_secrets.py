@@ -8,6 +8,7 @@ import html
 import io
 import json
 import re
+import shlex
 import sys
 import urllib.parse
 import warnings
@@ -365,6 +366,14 @@ def test_a_secret_with_quotes_is_masked_as_shells_and_python_quote_it(workdir, m
     lines = [line for line in run.logs("debug")["line"].tolist() if line != "+ set +x"]
     assert len(lines) == 5 and all("***" in line for line in lines), lines
     assert [line for line in lines if "rd" in line or "123456" in line] == []
+
+
+def test_a_secret_with_an_apostrophe_in_the_repr_of_a_shell_line_is_masked() -> None:
+    """A ``%dagger`` line's words rejoined by ``shlex.join``, quoted in its refusal with
+    ``!r``: the apostrophe is ``'\\'"\\'"\\'`` there, which left the secret's halves in clear."""
+    secret = "Summer 2024'xyz"
+    shown = Masker([secret])(repr(shlex.join(["status", secret])))
+    assert shown == """'status \\'***\\''""", shown
 
 
 def test_a_secret_in_utf8_json_is_masked(workdir, monkeypatch):

@@ -212,9 +212,12 @@ def _quoted(secret: str) -> set[str]:
     """How shells and Python quote a secret that holds a quote, a backslash, a space or
     a ``$``: bash's trace (``set -x``), ``'pa'\\''ss'``; ``shlex.quote``'s
     ``'pa'"'"'ss'``; ``declare -p``'s ``"pa\\"ss"``; ``printf %q``'s; a ``repr`` that
-    escapes ``'``; a bytes ``repr`` (``b'p\\xc3\\xa4ss'``). Most secrets have none of
-    these: each is then the secret itself."""
-    return {secret.replace("'", "'\\''"), secret.replace("'", "'\"'\"'"),
+    escapes ``'``, of the secret or of ``shlex.quote``'s (``'pa\\'"\\'"\\'ss'``: a
+    ``%dagger`` line's words rejoined, quoted in its refusal); a bytes ``repr``
+    (``b'p\\xc3\\xa4ss'``). Most secrets have none of these: each is then the secret
+    itself."""
+    shlex_quoted = secret.replace("'", "'\"'\"'")
+    return {secret.replace("'", "'\\''"), shlex_quoted, shlex_quoted.replace("'", "\\'"),
             re.sub(r'([\\"$`])', r"\\\1", secret), _SHELL_SPECIAL.sub(r"\\\1", secret),
             repr('"' + secret)[2:-1], repr(secret.encode())[2:-1]}
 

@@ -344,14 +344,14 @@ class DaggerMagics(Magics):
             %%dagger total --python --needs fetch --outputs total --param scale=2
             total = scale * sum(int(x) for x in (fetch / "numbers.txt").read_text().split())
         """
+        words = self.written_words("%%dagger", line)
         try:
-            words = self.written_words("%%dagger", line)
             if asks_for_help(split_words(line) if words is None else words):  # (the cell is
                 show_help(self.dagger_cell)  #                   neither run nor defined)
                 return
             args = parse_line(self.dagger_cell, line, words)
         except UsageError as exc:
-            raise UsageError(self._with_quoting_hint(str(exc), "%%dagger", line)) from None
+            raise UsageError(self._hinted(str(exc), "%%dagger", line, words)) from None
         number = _running_cell_number(self.shell)  # (its frames named as IPython's are)
         step = step_from_options(args.name, cell, args, self.shell.user_ns,
                                  label=None if number is None else f"In[{number}]")
@@ -460,7 +460,8 @@ class DaggerMagics(Magics):
 
         Define steps with ``%%dagger NAME`` cells (see ``%%dagger?``).
         """
-        words = split_words(line)
+        typed = self.written_words("%dagger", line)
+        words = split_words(line) if typed is None else typed
         if not words:
             raise UsageError(f"%dagger needs a command, one of {', '.join(_COMMANDS)} "
                              "(see %dagger?)")
@@ -477,18 +478,26 @@ class DaggerMagics(Magics):
         try:
             return handler(self, rest)
         except UsageError as exc:
-            raise UsageError(self._with_quoting_hint(str(exc), "%dagger", line)) from None
+            raise UsageError(self._hinted(str(exc), "%dagger", line, typed)) from None
 
     def written_words(self, magic: str, line: str) -> list[str] | None:
         """The words of the ``magic`` line as typed, each ``$name`` or ``{expr}`` in them
         then given its value whole: IPython writes a value into the line before the magic
         reads it, so a value with a quote in it lost it (``label = 'say "hi"'`` with
         ``--param label="$label"`` gave ``say hi``, silently) or split the line in two.
-        None (the line as IPython expanded it) when the line typed is not known."""
+        ``magic``: ``%%dagger`` (a cell's line) or ``%dagger`` (a line magic's). None
+        (the line as IPython expanded it) when the line typed is not known."""
         written = _line_as_written(self.shell, magic, line)
         if written is None:
             return None
         return _words_with_values(written, getattr(self.shell, "user_ns", {}))
+
+    def _hinted(self, message: str, magic: str, line: str, typed: list[str] | None) -> str:
+        """``message`` with the quoting hint when the magic's words were IPython's: read as
+        typed (``typed``), each value was one word, and quoting it is no fix."""
+        if typed is not None:
+            return message
+        return self._with_quoting_hint(message, magic, line)
 
     def _with_quoting_hint(self, message: str, magic: str, line: str) -> str:
         """``message`` of a parser that found extra words or an unclosed quote, plus how
@@ -1035,15 +1044,26 @@ _HOLE = re.compile("\0(\\d+)\0")
 
 def _line_as_written(shell: Any, magic: str, line: str) -> str | None:
     """The options of the cell's ``magic`` line as typed (IPython keeps the cell's raw
-    text in its history before running it), if they expand to ``line``; else None."""
+    text in its history before running it), if they expand to ``line``; else None.
+    Of several such lines in the cell (two ``%dagger`` lines), the one whose values as
+    they are now expand it to ``line``: the one running, or one that reads the same."""
     history = getattr(getattr(shell, "history_manager", None), "input_hist_raw", None)
     if not history:
         return None
-    for text in history[-1].splitlines():
-        text = text.strip()
-        if text.startswith(f"{magic} ") and _expands_to(text[len(magic):].strip(), line):
-            return text[len(magic):].strip()
+    namespace = getattr(shell, "user_ns", {})
+    for written in _magic_options(history[-1], magic):
+        if (_expands_to(written, line)  # (first: no expression of another line evaluated)
+                and _expanded(written, namespace).strip() == line.strip()):
+            return written
     return None
+
+
+def _magic_options(source: str, magic: str) -> list[str]:
+    """The options of each line of ``source`` that calls ``magic``, as typed: at its start
+    (indented in a block too) or assigned (``frame = %dagger logs s``), as IPython reads
+    a line magic; a ``%dagger`` line is no ``%%dagger`` one."""
+    call = re.compile(rf"\s*(?:[^%=]+=\s*)?{re.escape(magic)}\s+(.*)")
+    return [found[1].strip() for text in source.splitlines() if (found := call.match(text))]
 
 
 def _expands_to(written: str, line: str) -> bool:
