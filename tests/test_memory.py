@@ -497,8 +497,7 @@ def test_loaded_results_kept_in_memory_are_bounded(tmp_path):
     cached = Memory(str(tmp_path)).cache(_returns_a_frozenset)
     for x in range(memory_module._LOADED_LIMIT + 50):
         cached(x)
-    holder = next(c.cell_contents for c in cached.__closure__
-                  if isinstance(c.cell_contents, memory_module._CachedCall))
+    holder = cached.call.__self__  # (its calls object)
     assert len(holder.loaded) == memory_module._LOADED_LIMIT
     assert cached(memory_module._LOADED_LIMIT + 49) is cached(memory_module._LOADED_LIMIT + 49)
 
@@ -522,8 +521,7 @@ def test_threads_hitting_at_once_past_the_bound_get_their_results(tmp_path):
     cached = Memory(str(tmp_path)).cache(_returns_a_frozenset)
     for x in range(memory_module._LOADED_LIMIT + 1):
         cached(x)
-    holder = next(c.cell_contents for c in cached.__closure__
-                  if isinstance(c.cell_contents, memory_module._CachedCall))
+    holder = cached.call.__self__  # (its calls object)
     holder.loaded = _EvictedMeanwhile(holder.loaded)
     assert cached(0) == _returns_a_frozenset(0)  # a hit, loaded again: one dropped
     assert len(holder.loaded) <= memory_module._LOADED_LIMIT

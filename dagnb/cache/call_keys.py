@@ -319,13 +319,23 @@ def _set_on_a_class_hint(func: Callable[..., Any], args: tuple[Any, ...]) -> str
         return ""
     for owner in type(args[0]).__mro__:
         for name, member in vars(owner).items():
-            if type(member) is types.FunctionType and member.__dict__.get("func") is func:
+            if _given_the_object(member) and member.__dict__.get("func") is func:
                 where = f"{owner.__qualname__}.{name}"
                 return (f"; {where} is a cached function set on a class, which passes the "
                         f"object first, as to any function set on a class; set it as "
                         f"{where} = staticmethod(memory.cache({label(func)})), or cache it "
                         "in the class body")
     return ""
+
+
+def _given_the_object(member: Any) -> bool:
+    """Whether a class's member, called through an instance, is given it first: a
+    function, or an object that binds as one (a cached function its module names
+    itself, ``memory.cache(read_csv)``, is such an object, see dagnb.cache.memory), not
+    a static or class method."""
+    return type(member) is types.FunctionType or (
+        hasattr(type(member), "__get__") and hasattr(member, "__dict__")
+        and not isinstance(member, (staticmethod, classmethod)))
 
 
 def _bound_names(func: Callable[..., Any]) -> list[str]:

@@ -523,7 +523,9 @@ class Memory:
         ttl="1h")``). The wrapper keeps the function's signature. A function defined in
         a class body is a method (its object is an argument); any other cached in a class
         body (``_read = memory.cache(read_csv)``), or a ``staticmethod``, is a static
-        method: called through an instance it is not given the instance, as joblib's.
+        method: called through an instance it is not given the instance, as joblib's. One
+        of module level pickles (a ``multiprocessing.Pool`` sends it to its workers) to the
+        same function on the same cache, as joblib's.
 
         Parameters
         ----------
@@ -560,11 +562,14 @@ class Memory:
         of_class = type(func) is classmethod
         func = _function_cached_by(func.__func__ if static or of_class else func)
         if self.store is None:
-            cached = _Uncached(func, ignore, ttl, verbose, mmap_mode,
-                               cache_validation_callback).wrapper()
+            calls: _Uncached | _CachedCall = _Uncached(func, ignore, ttl, verbose, mmap_mode,
+                                                       cache_validation_callback)
         else:
-            cached = _CachedCall(self, func, ignore, ttl, verbose, mmap_mode,
-                                 cache_validation_callback).wrapper()
+            calls = _CachedCall(self, func, ignore, ttl, verbose, mmap_mode,
+                                cache_validation_callback)
+        cached = calls.wrapper()
+        if not calls.asynchronous and _module_member(func) is func:
+            cached = _CachedUnderAnotherName(cached, calls)
         if of_class:
             return classmethod(cached)  # type: ignore[return-value]
         if static or (not _defined_in_a_class(func) and _called_in_a_class_body()):
@@ -651,7 +656,60 @@ def _function_cached_by(func: Callable[..., Any]) -> Callable[..., Any]:
             return func.__closure__[cell].cell_contents.func  # type: ignore[index]
         if func.__dict__.get(WRAPPER_MARK) is func.__code__:  # (one cloudpickle sent by
             return func.__dict__["func"]  #                      value: code of its own)
+    elif type(func) is _CachedUnderAnotherName:
+        return func.func
     return func
+
+
+def _module_member(obj: Any) -> Any:
+    """What ``obj``'s module holds under ``obj``'s qualified name (None for nothing):
+    ``obj`` itself where pickle can send it by name."""
+    named = sys.modules.get(getattr(obj, "__module__", None) or "")
+    for part in getattr(obj, "__qualname__", "").split("."):
+        named = getattr(named, part, None)
+    return named
+
+
+class _CachedUnderAnotherName:
+    """A cached function kept under a name of its own (``f_cached = memory.cache(f)``,
+    joblib's way): its wrapper, which pickle sends by its name only, where the module's
+    ``f`` is the function, in an object that pickles as joblib's MemorizedFunc does, so
+    a ``multiprocessing.Pool`` or a ``ProcessPoolExecutor`` can send it: the function and
+    its Memory's settings, made again there on the same cache. (``@memory.cache``'s
+    wrapper, which its module names, stays a function: pickle sends it by name.)"""
+
+    def __init__(self, run: Callable[..., Any], calls: _Uncached | _CachedCall) -> None:
+        # (joblib's attributes, and __wrapped__ the function, as the wrapper has them)
+        self.__dict__.update({name: value for name, value in run.__dict__.items()
+                              if name != WRAPPER_MARK})
+        for name in ("__module__", "__name__", "__qualname__", "__doc__", "__annotations__"):
+            setattr(self, name, getattr(run, name))
+        self._run, self._calls = run, calls
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._run(*args, **kwargs)
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        """Bound as the function it caches would be, set on a class
+        (``Model.fit_cached = memory.cache(Model.fit)``)."""
+        return self if obj is None else types.MethodType(self, obj)
+
+    def __reduce__(self) -> Any:
+        """Sent by its name where its module names it so (``f = memory.cache(f)``: the
+        function is not found by its name, this object is); otherwise its calls object
+        goes (the function by its name, the Memory's settings, see
+        :meth:`_CachedCall.__reduce__`), a wrapper made of it there."""
+        if _module_member(self) is self:
+            return self.__qualname__
+        return _cached_again, (self._calls,)
+
+    def __repr__(self) -> str:
+        return f"<cached function {self.__module__}.{self.__qualname__}>"
+
+
+def _cached_again(calls: _Uncached | _CachedCall) -> _CachedUnderAnotherName:
+    """A pickled :class:`_CachedUnderAnotherName`, made again in this process."""
+    return _CachedUnderAnotherName(calls.wrapper(), calls)
 
 
 def _defined_in_a_class(func: Callable[..., Any]) -> bool:
@@ -750,9 +808,7 @@ class ShelvedResult:
 def _as_named(func: Callable[..., Any]) -> Callable[..., Any]:
     """``func``, or the cached function its module names by ``func``'s name (which plain
     pickle sends by that name, and ``func`` it cannot)."""
-    named = sys.modules.get(getattr(func, "__module__", None) or "")
-    for part in getattr(func, "__qualname__", "").split("."):
-        named = getattr(named, part, None)
+    named = _module_member(func)
     return named if named is not func and _function_cached_by(named) is func else func
 
 

@@ -1,0 +1,135 @@
+"""A cached function given to ``multiprocessing`` (a Pool's ``map``, a
+ProcessPoolExecutor), which sends it with plain pickle, as joblib's MemorizedFunc goes:
+``f_cached = memory.cache(f)`` too, whose wrapper pickle cannot find by its name (the
+module's ``f`` is the function). The workers' calls read and write the parent's cache.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import importlib
+import multiprocessing
+import os
+import pickle
+import sys
+from pathlib import Path
+
+import pytest
+
+import dagnb
+
+REPO = Path(__file__).resolve().parents[1]
+
+# a module of the user's, with a function cached in each of the three ways
+FUNCTIONS = '''
+import dagnb
+
+memory = dagnb.Memory({location!r})
+
+
+def _ran(name, x):
+    with open({runs!r}, "a") as log:
+        log.write(f"{{name}} {{x}}\\n")
+
+
+def double(x):
+    _ran("double", x)
+    return 2 * x
+
+
+double_cached = memory.cache(double)  # joblib's way: a name of its own
+
+
+def triple(x):
+    _ran("triple", x)
+    return 3 * x
+
+
+triple = memory.cache(triple)  # the module's name given to the cached function
+
+
+@memory.cache
+def square(x):
+    _ran("square", x)
+    return x * x
+'''
+
+NAMES = ("double_cached", "triple", "square")
+EXPECTED = {"double_cached": [0, 2, 4, 6], "triple": [0, 3, 6, 9], "square": [0, 1, 4, 9]}
+
+
+@pytest.fixture
+def functions(tmp_path, monkeypatch):
+    """The module, importable here and in a spawned worker (which imports it again)."""
+    runs = tmp_path / "runs.txt"
+    runs.touch()
+    (tmp_path / "pickled_functions.py").write_text(
+        FUNCTIONS.format(location=str(tmp_path / "cache"), runs=str(runs)))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), str(REPO)]))
+    sys.modules.pop("pickled_functions", None)
+    yield importlib.import_module("pickled_functions")
+    sys.modules.pop("pickled_functions", None)
+
+
+def _runs(module) -> list[str]:
+    """The calls that ran, in any process, sorted."""
+    with open(module.__file__.replace("pickled_functions.py", "runs.txt")) as log:
+        return sorted(log.read().splitlines())
+
+
+def _ran_once_each() -> list[str]:
+    return sorted(f"{name} {x}" for name in ("double", "triple", "square") for x in range(4))
+
+
+def _hit_here(module) -> None:
+    """Each call the workers made is a hit in the parent: nothing runs again."""
+    for name in NAMES:
+        assert [getattr(module, name)(x) for x in range(4)] == EXPECTED[name]
+    assert _runs(module) == _ran_once_each()
+
+
+@pytest.mark.parametrize("method", ["spawn", "fork"])
+def test_a_pool_maps_a_cached_function_on_the_parent_s_cache(functions, method):
+    if method not in multiprocessing.get_all_start_methods():
+        pytest.skip(f"no {method} start method here")
+    with multiprocessing.get_context(method).Pool(2) as pool:
+        for name in NAMES:
+            assert pool.map(getattr(functions, name), range(4)) == EXPECTED[name]
+    assert _runs(functions) == _ran_once_each()
+    _hit_here(functions)
+
+
+def test_a_process_pool_executor_maps_a_cached_function_on_the_parent_s_cache(functions):
+    spawn = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=spawn) as pool:
+        for name in NAMES:
+            assert list(pool.map(getattr(functions, name), range(4))) == EXPECTED[name]
+    _hit_here(functions)
+
+
+def test_a_cached_function_unpickled_here_is_one_on_the_same_cache(functions, tmp_path):
+    """The round trip a worker's function makes: the same function and options on the
+    same cache, itself pickled again as it came; a store URL goes as given. A lambda is
+    refused with pickle's own error, naming it."""
+    cached = functions.double_cached
+    assert [cached(x) for x in range(3)] == [0, 2, 4]
+    sent = pickle.loads(pickle.dumps(cached))
+    assert sent is not cached and sent.store_name == cached.store_name
+    assert sent.__name__ == "double" and sent.func is functions.double
+    assert [sent(x) for x in range(4)] == [0, 2, 4, 6]  # three hits, one miss
+    assert _runs(functions) == [f"double {x}" for x in range(4)]
+    assert cached.check_call_in_cache(3)
+    again = pickle.loads(pickle.dumps(sent))
+    assert again(3) == 6 and _runs(functions) == [f"double {x}" for x in range(4)]
+    ignoring = functions.memory.cache(functions.double, ignore=["x"])
+    assert pickle.loads(pickle.dumps(ignoring)).ignore == ["x"]
+
+    on_url = dagnb.Memory(f"file://{tmp_path / 'store'}").cache(functions.double)
+    assert repr(pickle.loads(pickle.dumps(on_url)).call_and_shelve.__self__.memory) == (
+        f"Memory(location='file://{tmp_path / 'store'}')")
+    assert pickle.loads(pickle.dumps(dagnb.Memory(None).cache(functions.double)))(5) == 10
+
+    # (a local one, pickle's AttributeError: "Can't pickle local object '...<lambda>'")
+    with pytest.raises((pickle.PicklingError, AttributeError), match="lambda"):
+        pickle.dumps(functions.memory.cache(lambda x: x))
