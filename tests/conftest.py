@@ -57,6 +57,27 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 _TEMPORARY = pytest.StashKey[tuple[str, "str | None"]]()
 
 
+def _kernels_as_in_jupyterlab() -> None:
+    """Kernels the tests start forward their processes' output (fd 1 and 2) to the cell
+    as JupyterLab's do: ipykernel forwards none where ``PYTEST_CURRENT_TEST`` is set,
+    and a kernel inherits it from the test (a secret a subprocess wrote went unseen)."""
+    try:
+        from jupyter_client.provisioning import local_provisioner
+    except ImportError:
+        return
+    launch = local_provisioner.launch_kernel
+
+    def launch_kernel(cmd: list[str], **kwargs: Any) -> Any:
+        env = dict(kwargs.get("env") or os.environ)
+        env.pop("PYTEST_CURRENT_TEST", None)
+        return launch(cmd, **{**kwargs, "env": env})
+
+    local_provisioner.launch_kernel = launch_kernel
+
+
+_kernels_as_in_jupyterlab()
+
+
 @pytest.fixture(autouse=True)
 def fresh_context() -> Iterator[Context]:
     """A fresh process context (settings, executors, breakers, session...) per test,

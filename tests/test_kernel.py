@@ -2053,3 +2053,14 @@ def test_history_run_lists_one_run_s_steps_and_why(kernel: Kernel) -> None:
     assert ok.splitlines()[0].split() == ["step", "state", "entry"]  # (no why: hidden)
     assert usage_error(kernel.run("%dagger history --run nosuch")).startswith(
         "--run 'nosuch': no run of that id in this session, nor recorded in ")
+
+
+def test_the_test_kernels_forward_a_processs_output_to_the_cell_as_jupyterlabs_do(
+        kernel: Kernel) -> None:
+    """conftest drops ``PYTEST_CURRENT_TEST`` from a kernel's environment: with it,
+    ipykernel forwards no fd output, and a secret a subprocess wrote went unseen."""
+    outputs = kernel.run("import os, subprocess\n"
+                         "print('PYTEST_CURRENT_TEST' in os.environ)\n"
+                         "subprocess.run(['echo', 'written-to-fd-1'])\n"
+                         "import time; time.sleep(0.5)")  # (forwarded from a thread)
+    assert sorted(text(outputs).split()) == ["False", "written-to-fd-1"], outputs
