@@ -88,6 +88,7 @@ import shutil
 import stat
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 import uuid
@@ -575,8 +576,15 @@ class ObjectStore:
         that the store lacks, :data:`_BLOBS_AT_ONCE` at a time; the bytes sent by digest.
         The first failure is raised once the others have ended."""
         jobs = [(folder / relative, digest, size) for relative, (digest, size) in files.items()]
-        counts = _at_once(lambda job: self._put_blob(*job, replace), jobs,
-                          [size for _, _, size in jobs])
+        sending = _SENDING.get()  # (read here: the threads of _at_once start with none)
+
+        def put(job: tuple[Path, str, int]) -> int:
+            count = self._put_blob(*job, replace)
+            if sending is not None:  # (a blob stored, or found there: the store answers)
+                sending.moved()
+            return count
+
+        counts = _at_once(put, jobs, [size for _, _, size in jobs])
         return {digest: size for (_, digest, size), count in zip(jobs, counts, strict=True)
                 if count}
 
@@ -602,19 +610,22 @@ class ObjectStore:
         stops when the run sending it is interrupted (:class:`HeldUploads`' ``stopping``):
         its parts are aborted (S3 bills them until then) and :class:`UploadStopped` is
         raised; a process that exited mid-upload left them behind."""
-        stopping = _STOPPING.get()
+        stopping, options = _STOPPING.get(), self._noting_parts(self._part_options)
         if stopping is None or not self._part_options or size < 2 * _S3_CHUNK:
-            self.transfers.put_file(os.fspath(path), blob, **self._part_options)
+            self.transfers.put_file(os.fspath(path), blob, **options)
             return
         fs, begun = self.transfers, []
+        if (held := _SENDING.get()) is not None:
+            held.begun = begun  # (the interrupt waits for their abort)
         bucket, key, _ = fs.split_path(blob)
         sending = asyncio.run_coroutine_threadsafe(
-            _put_noting_uploads(fs, path, blob, self._part_options, begun), fs.loop)
+            _put_noting_uploads(fs, path, blob, options, begun), fs.loop)
         # (waited on, not its result(timeout): a TimeoutError of the upload's own is one)
         while not concurrent.futures.wait([sending], _STOP_CHECKED_EVERY).done:
             if stopping():
                 break
         if sending.done():
+            begun.clear()  # (completed or failed: nothing of it to abort)
             sending.result()  # (its error, if any)
             return
         sending.cancel()  # (s3fs aborts on an Exception only; a cancellation is none)
@@ -623,6 +634,17 @@ class ObjectStore:
                 asyncio.run_coroutine_threadsafe(
                     fs._abort_mpu(bucket, key, upload_id), fs.loop).result(_ABORT_WAIT)
         raise UploadStopped(blob)
+
+    def _noting_parts(self, options: dict[str, Any]) -> dict[str, Any]:
+        """``options`` of a ``put_file`` of a held upload (:class:`HeldUploads`) with a
+        callback that notes each part the store took as the upload's progress: a large
+        blob's parts, not only its end, keep its deadline off."""
+        sending = _SENDING.get()
+        if sending is None:
+            return options
+        callbacks = _fsspec(self.url).callbacks
+        return {**options, "callback": callbacks.Callback(
+            hooks={"moved": lambda _size, _value, **_: sending.moved()})}
 
     def _stored_after_all(self, digest: str, size: int) -> bool:
         """Whether an upload of the blob of ``digest`` that failed stored it all the same,
@@ -1124,15 +1146,45 @@ def _at_once(transfer: Callable[[Any], T], jobs: list[Any], sizes: list[int]) ->
     small = [i for i, size in enumerate(sizes) if size <= _AT_ONCE_UP_TO]
     results: dict[int, T] = {}
     if len(small) > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(min(_BLOBS_AT_ONCE, len(small)),
-                                thread_name_prefix="dagnb-transfer") as pool:
-            results.update(zip(small, pool.map(lambda i: transfer(jobs[i]), small), strict=True))
+        results.update(zip(small, _on_daemon_threads(lambda i: transfer(jobs[i]), small,
+                                                     _BLOBS_AT_ONCE), strict=True))
     for i, job in enumerate(jobs):
         if i not in results:
             results[i] = transfer(job)
     return [results[i] for i in range(len(jobs))]
+
+
+def _on_daemon_threads(call: Callable[[Any], T], items: list[Any], width: int) -> list[T]:
+    """``call`` of each item, in order, ``width`` at a time; the first failure (in the
+    items' order) is raised once every call has ended. Daemon threads, not a
+    ThreadPoolExecutor's: Python joins those as it exits, so a request to a store that
+    took the connection and never answered kept a process SIGTERM ended from exiting
+    (a held upload left on its thread: see HeldUploads)."""
+    pending = iter(range(len(items)))
+    taking = threading.Lock()
+    outcomes: dict[int, tuple[Any, BaseException | None]] = {}
+
+    def work() -> None:
+        while True:
+            with taking:
+                i = next(pending, None)
+            if i is None:
+                return
+            try:
+                outcomes[i] = (call(items[i]), None)
+            except BaseException as exc:  # (raised by the caller, in its thread)
+                outcomes[i] = (None, exc)
+
+    threads = [threading.Thread(target=work, name="dagnb-transfer", daemon=True)
+               for _ in range(min(width, len(items)))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i in range(len(items)):
+        if (failure := outcomes[i][1]) is not None:
+            raise failure
+    return [outcomes[i][0] for i in range(len(items))]
 
 
 def _distinct(files: Mapping[str, list[Any]]) -> dict[str, tuple[str, int]]:
@@ -1291,7 +1343,7 @@ class RemoteBackend(StoreBackend):
         # it kept the output it replaced there, and was then noted as sent
         owes = replacement_owed(self.root, step, key)
         if item is not None and item.meta is not None:
-            held.add(lambda: self._send(step, key, item, owes, owes), self.remote.url)
+            self._hold(held, lambda: self._send(step, key, item, owes, owes))
 
     def _warn_if_damaged(self, step: str, key: str) -> None:
         """Say that the store's ``step/key`` was found changed there (once: it is not
@@ -1391,10 +1443,28 @@ class RemoteBackend(StoreBackend):
             return None
         held = _HELD_UPLOADS.get()
         if held is not None:  # (a run's save: sent once its step is said done)
-            held.add(lambda: self._send(step, key, item, replace, owes), self.remote.url)
+            self._hold(held, lambda: self._send(step, key, item, replace, owes))
             return None
         self._send(step, key, item, replace, owes)
         return None
+
+    def _hold(self, held: HeldUploads, send: Callable[[], bool]) -> None:
+        """Have ``held`` send ``send``, given up once the store moves none of it for
+        ``cache_upload_timeout_seconds`` (read at each save: a setting changed in a
+        kernel holds from its next run on)."""
+        from dagnb.config import settings
+
+        held.add(send, self.remote.url, deadline=settings().cache_upload_timeout_seconds,
+                 unanswered=self._upload_unanswered)
+
+    def _upload_unanswered(self) -> None:
+        """A held upload the store moved none of for its deadline, given up
+        (its entry stays marked unsent; the run says so as it ends): the store rests as
+        after a failure, and uploads for :data:`REFUSED_RETRY_AFTER` s, since each would
+        wait that long again. The upload left on its thread may fail later: unsaid."""
+        now = time.monotonic()
+        self._down_until, self._failed_at, self._warned = now + RETRY_AFTER, now, True
+        self._uploads_refused_until = now + REFUSED_RETRY_AFTER
 
     def _send(self, step: str, key: str, item: Item, replace: bool, owes: bool) -> bool:
         """Upload the tier's new entry ``item``; whether it got there (else the entry is
@@ -1569,13 +1639,15 @@ class HeldUploads:
     and timed, once its entry is in the tier; the upload, however slow the line, is not
     the step's time (the scheduler sends it right after saying the step succeeded)."""
 
-    __slots__ = ("_sends", "_token", "interrupted", "unsent")
+    __slots__ = ("_sends", "_token", "interrupted", "unanswered", "unsent")
 
     def __init__(self) -> None:
-        self._sends: list[tuple[Callable[[], bool], str]] = []
+        self._sends: list[_Held] = []
         self._token: contextvars.Token[HeldUploads | None] | None = None
         self.unsent: list[str] = []  # the stores the last send() left entries unsent to
         self.interrupted = False  # whether it stopped for its run's interrupt
+        # the stores that moved none of an upload for its deadline: store -> the deadline
+        self.unanswered: dict[str, float] = {}
 
     def __enter__(self) -> HeldUploads:
         self._token = _HELD_UPLOADS.set(self)
@@ -1589,43 +1661,122 @@ class HeldUploads:
     def __bool__(self) -> bool:
         return bool(self._sends)
 
-    def add(self, send: Callable[[], bool], store: str = "") -> None:
-        """Hold ``send``, the upload of an entry to ``store`` (its URL, no credentials)."""
-        self._sends.append((send, store))
+    def add(self, send: Callable[[], bool], store: str = "", *, deadline: float | None = None,
+            unanswered: Callable[[], object] | None = None) -> None:
+        """Hold ``send``, the upload of an entry to ``store`` (its URL, no credentials),
+        given up once the store moved none of it for ``deadline`` seconds (None: never),
+        then ``unanswered()`` called (the store's backend rests it)."""
+        self._sends.append(_Held(send, store, deadline, unanswered))
 
     def send(self, stopping: Callable[[], bool] | None = None) -> tuple[float, bool]:
         """Send them, as the saves would have; the seconds it took, and whether all got
         there (a store resting after a failure is not asked: a push sends them later).
-        Once ``stopping()`` (the run was interrupted), none starts and a multipart one
-        under way is aborted (:meth:`ObjectStore._put_file`): :attr:`interrupted`. The
-        stores of those not sent are :attr:`unsent`."""
+        Once ``stopping()`` (the run was interrupted), none starts and one under way is
+        left, a multipart one aborted (:meth:`ObjectStore._put_file`): :attr:`interrupted`.
+        One the store moves none of for its deadline is left too: its store joins
+        :attr:`unanswered`. The stores of those not sent are :attr:`unsent`."""
         started = time.monotonic()
         sends, self._sends, self.unsent = self._sends, [], []
-        token = _STOPPING.set(stopping)
-        try:
-            for send, store in sends:  # (each sent, whatever the others did)
-                if not self._sent(send, stopping):
-                    self.unsent.append(store)
-        finally:
-            _STOPPING.reset(token)
+        for held in sends:  # (each sent, whatever the others did)
+            if not self._sent(held, stopping):
+                self.unsent.append(held.store)
         return time.monotonic() - started, not self.unsent
 
-    def _sent(self, send: Callable[[], bool], stopping: Callable[[], bool] | None) -> bool:
+    def _sent(self, held: _Held, stopping: Callable[[], bool] | None) -> bool:
         if self.interrupted or (stopping is not None and stopping()):
             self.interrupted = True
             return False
         try:
-            return send()
+            return self._waited(held, stopping)
         except UploadStopped:
             self.interrupted = True
             return False
 
+    def _waited(self, held: _Held, stopping: Callable[[], bool] | None) -> bool:
+        """``held.send()``, on a thread of its own, waited for while the store moves it.
+        A store that took the connection and never answered held the run (Ctrl-C and
+        SIGTERM too, the thread joined at exit) for as long as it kept the line: botocore's
+        read timeout starts only once a request's body is sent, which such a store never
+        takes (S3's ``Expect: 100-continue``). Left, it goes on alone (a daemon thread:
+        no exit waits for it), its entry marked unsent until it ends."""
+        sending = _Sending(held.send)
+        while not sending.ended(_STOP_CHECKED_EVERY):
+            if stopping is not None and stopping():
+                sending.leave()
+                if sending.begun:  # (S3 bills a multipart upload's parts until aborted)
+                    sending.ended(_ABORT_WAIT + 2 * _STOP_CHECKED_EVERY)
+                raise UploadStopped(held.store)
+            if held.deadline is not None and sending.still_for() >= held.deadline:
+                sending.leave()
+                self.unanswered.setdefault(held.store, held.deadline)
+                if held.unanswered is not None:
+                    held.unanswered()
+                return False
+        return sending.result()
+
+
+class _Held(NamedTuple):
+    """An upload :class:`HeldUploads` holds (see :meth:`HeldUploads.add`)."""
+
+    send: Callable[[], bool]
+    store: str
+    deadline: float | None
+    unanswered: Callable[[], object] | None
+
+
+class _Sending:
+    """A held upload under way on a daemon thread of its own (:meth:`HeldUploads._waited`),
+    and when the store last moved it: its start, a blob or a part it took
+    (:meth:`ObjectStore._put_blobs`, :meth:`ObjectStore._noting_parts`)."""
+
+    def __init__(self, send: Callable[[], bool]) -> None:
+        self.moved_at = time.monotonic()
+        self.begun: list[str] = []  # the multipart upload under way (ObjectStore._put_file)
+        self._left = threading.Event()
+        self._outcome: list[tuple[bool, BaseException | None]] = []
+        context = contextvars.copy_context()  # (the run's: its log lines, its secrets)
+        context.run(_SENDING.set, self)
+        context.run(_STOPPING.set, self._left.is_set)  # (a multipart one then aborts)
+        self._thread = threading.Thread(target=context.run, args=(self._send, send),
+                                        name="dagnb-upload", daemon=True)
+        self._thread.start()
+
+    def _send(self, send: Callable[[], bool]) -> None:
+        try:
+            self._outcome.append((send(), None))
+        except BaseException as exc:  # (raised by result(), in the waiting thread)
+            self._outcome.append((False, exc))
+
+    def moved(self) -> None:
+        self.moved_at = time.monotonic()
+
+    def still_for(self) -> float:
+        """Seconds since the store last moved the upload."""
+        return time.monotonic() - self.moved_at
+
+    def ended(self, wait: float) -> bool:
+        self._thread.join(wait)
+        return not self._thread.is_alive()
+
+    def leave(self) -> None:
+        """Let it go on alone, told to stop where it can (a multipart upload)."""
+        self._left.set()
+
+    def result(self) -> bool:
+        sent, failure = self._outcome[0]
+        if failure is not None:
+            raise failure
+        return sent
+
 
 _HELD_UPLOADS: contextvars.ContextVar[HeldUploads | None] = contextvars.ContextVar(
     "dagnb_held_uploads", default=None)
-# what tells a held upload under way that its run was interrupted (HeldUploads.send)
+# what tells a held upload under way that its run was interrupted, or that it was left
+# (HeldUploads._waited), and where it notes its progress
 _STOPPING: contextvars.ContextVar[Callable[[], bool] | None] = contextvars.ContextVar(
     "dagnb_uploads_stopping", default=None)
+_SENDING: contextvars.ContextVar[_Sending | None] = contextvars.ContextVar(
+    "dagnb_upload_sending", default=None)
 
 _NO_CREDENTIALS = ("NoCredentialsError", "PartialCredentialsError")  # botocore's
 

@@ -41,6 +41,8 @@ The file format (every key optional)::
       cache_local_directory: .dagnb_cache   # a URL's local read-through tier
       cache_storage_options:            # passed to the store library (fsspec); never
         endpoint_url: http://minio:9000 # credentials: those come from its environment
+      cache_upload_timeout_seconds: 1m  # a run gives up an upload the store moves none
+                                        # of for this long (it stays for a later run)
       cache_ttl_seconds: 7d
       cache_version: "1.10"             # text: quoted, as YAML reads 1.10 as 1.1
       pin_images: false                 # key container steps by image digest (images.json)
@@ -121,6 +123,9 @@ class Settings:
     cache_directory: str = ".dagnb_cache"  # or a store URL (s3://bucket/prefix, ...)
     cache_local_directory: str = ".dagnb_cache"  # the local tier of a store URL
     cache_storage_options: dict[str, Any] | None = None  # fsspec options, no credentials
+    # seconds a run waits on a store that moves none of an upload it holds at a step's
+    # end (see dagnb.cache.remote.HeldUploads); the entry stays unsent for a later run
+    cache_upload_timeout_seconds: float | None = 60.0  # (None: no limit)
     cache_ttl_seconds: float | None = None
     cache_version: str = ""
     max_retries: int = 0
@@ -403,6 +408,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "cache_directory": checks.location,
     "cache_local_directory": checks.path,
     "cache_storage_options": _storage_options,
+    "cache_upload_timeout_seconds": checks.duration,
     "cache_ttl_seconds": checks.duration,
     "cache_version": _version,
     "max_retries": _COUNT,
@@ -444,6 +450,7 @@ DEFAULT_KEYS = (
     "cache_directory",
     "cache_local_directory",
     "cache_storage_options",
+    "cache_upload_timeout_seconds",
     "cache_ttl_seconds",
     "cache_version",
     "pin_images",

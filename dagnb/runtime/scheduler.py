@@ -308,6 +308,9 @@ class Scheduler:
         self._settled: set[str] = set()
         self._unsent: dict[str, HeldUploads] = {}  # step -> its entry's upload, held
         self._not_uploaded: list[str] = []  # said as the run ends (_say_not_uploaded)
+        # the stores that left a held upload unanswered past its deadline, each with that
+        # deadline and the entries left unsent to it from then on (said as the run ends)
+        self._unanswered: dict[str, tuple[float, int]] = {}
         self._all_done: asyncio.Event | None = None
         self._semaphore: asyncio.Semaphore | None = None
         self._failed_fast = False
@@ -399,7 +402,7 @@ class Scheduler:
             self._tasks.clear()
             if self.options.cache is not None:
                 self.options.cache.close()
-            if self._not_uploaded:
+            if self._not_uploaded or self._unanswered:
                 self._say_not_uploaded()
             self._emit("run", None, state="finished")
         return self.run
@@ -523,6 +526,7 @@ class Scheduler:
         with holding():  # (the upload holds the loop: not others' time)
             seconds, sent = held.send(self._stopping)
         self._emit("stored", name, store_s=round(seconds, 3), sent=sent)
+        self._count_unanswered(held)
         if held.interrupted:  # (a failure is said by the store's warning, once an outage)
             why = ("the run was interrupted" if self.run.cancel_requested or cancelling()
                    else "the run's timeout was reached")
@@ -530,6 +534,19 @@ class Scheduler:
                 f"{name}'s entry was not uploaded to {store}: {why}; dagnb cache push "
                 "sends it (so does the next run it is cached in)"
                 for store in dict.fromkeys(held.unsent)]
+
+    def _count_unanswered(self, held: HeldUploads) -> None:
+        """Note the stores ``held`` gave up on (no answer within the deadline), and the
+        entries it left unsent to those, one line each as the run ends: the first
+        stalled upload is not the only one (the store then rests, later ones unsent)."""
+        for store, deadline in held.unanswered.items():
+            self._unanswered.setdefault(store, (deadline, 0))
+        if held.interrupted:  # (said by the interrupt's line, entry by entry)
+            return
+        for store in held.unsent:
+            if store in self._unanswered:
+                deadline, count = self._unanswered[store]
+                self._unanswered[store] = (deadline, count + 1)
 
     def _hold_unsent(self, name: str, key: str, cache: StepCache) -> None:
         """A hit of an entry whose upload to a store URL never ended (Ctrl-C, a killed
@@ -551,6 +568,8 @@ class Scheduler:
         computed it again)."""
         for line in self._not_uploaded:
             checks.warn_user(line)
+        for store, (deadline, count) in self._unanswered.items():
+            checks.warn_user(_unanswered_line(store, deadline, count))
 
     async def _cached_or_run(self, step: Step) -> _Outcome:
         cache = self.options.cache
@@ -1348,6 +1367,16 @@ class Scheduler:
     def _check_done(self) -> None:
         if self._all_done is not None and len(self._settled) == self._step_count:
             self._all_done.set()
+
+
+def _unanswered_line(store: str, deadline: float, count: int) -> str:
+    """What a run says of a store (its URL, no credentials) that moved none of an upload
+    for ``deadline`` seconds: ``count`` entries left unsent, and what sends them."""
+    entries, them = ("1 entry", "it") if count == 1 else (f"{count} entries", "them")
+    return (f"remote cache {store!r} did not answer an upload for {deadline:g} s "
+            f"(cache_upload_timeout_seconds): {entries} left unsent, kept in the local "
+            f"tier; the next run served {them} from the tier uploads {them}, or dagnb "
+            "cache push does")
 
 
 def _another_run(holder: int | None, step: str, run: Run) -> str:
