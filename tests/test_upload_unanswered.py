@@ -4,9 +4,9 @@ A refresh's upload goes straight to sending the entry's blobs; s3fs asks S3 with
 ``Expect: 100-continue``, and botocore's read timeout starts only once a request's body is
 sent: a store that never answers held the run as long as it kept the line, and SIGTERM did
 not end it (the upload's threads were joined at exit). The store here is a TCP server on
-127.0.0.1 that accepts and reads, and never says a word. The entry is in the tier first
-(a run whose store refused the connection), so that the refresh asks the store nothing
-before its upload.
+127.0.0.1 that accepts and reads, answers a read that there is nothing (the refresh looks
+at the store's manifest first), and never says a word to an upload. The entry is in the
+tier first (a run whose store refused the connection).
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ URL = "s3://bucket/cache"
 
 
 class SilentStore:
-    """A server that accepts connections, reads what it is sent and never answers."""
+    """A server that accepts connections, reads what it is sent, answers a GET or a HEAD
+    that there is no such object, and never answers anything else (an upload)."""
 
     def __init__(self) -> None:
         self._socket = socket.create_server(("127.0.0.1", 0))
@@ -68,6 +69,8 @@ class SilentStore:
                 return
             with self._lock:
                 self.received += data
+            if data.startswith((b"GET ", b"HEAD ")):
+                connection.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
 
     def put_begun(self) -> bool:
         with self._lock:
