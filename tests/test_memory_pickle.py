@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import importlib
 import multiprocessing
+import operator
 import os
 import pickle
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 import dagnb
+from dagnb.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -133,3 +135,32 @@ def test_a_cached_function_unpickled_here_is_one_on_the_same_cache(functions, tm
     # (a local one, pickle's AttributeError: "Can't pickle local object '...<lambda>'")
     with pytest.raises((pickle.PicklingError, AttributeError), match="lambda"):
         pickle.dumps(functions.memory.cache(lambda x: x))
+
+
+def test_a_memory_given_a_path_is_given_one_back_when_unpickled(tmp_path, monkeypatch):
+    """joblib's keeps the Path: a worker's ``memory.location / "x"`` raised a TypeError
+    on dagnb's, whose copy held a str."""
+    monkeypatch.chdir(tmp_path)
+    copy = pickle.loads(pickle.dumps(dagnb.Memory(Path("cache"))))
+    assert copy.location / "x" == tmp_path / "cache" / "x"
+    assert pickle.loads(pickle.dumps(dagnb.Memory("cache"))).location == str(tmp_path / "cache")
+
+
+@pytest.mark.parametrize("given", [str, Path], ids=["text", "path"])
+def test_a_joblib_cache_folder_ported_as_is_is_refused_naming_joblib(tmp_path, given):
+    """``joblib.Memory("cachedir")`` changed to ``dagnb.Memory("cachedir")``: refused as a
+    folder of "other files", with no word of joblib. (joblib keeps its entries in
+    ``cachedir/joblib`` given text, in ``cachedir`` given a Path.)"""
+    joblib = pytest.importorskip("joblib")
+    joblib.Memory(given(tmp_path / "cachedir"), verbose=0).cache(operator.neg)(1)
+    with pytest.raises(ConfigError) as refused:
+        dagnb.Memory(tmp_path / "cachedir").cache(operator.neg)(1)
+    assert str(refused.value) == (
+        f"cache directory '{tmp_path / 'cachedir'}' holds a joblib cache, which dagnb does "
+        "not read; name another folder for dagnb's, such as "
+        f"'{tmp_path / 'cachedir' / '.dagnb_cache'}', or remove the joblib folder (its "
+        "results are computed again either way)")
+    assert dagnb.Memory(tmp_path / "cachedir" / ".dagnb_cache").cache(operator.neg)(1) == -1
+    (tmp_path / "cachedir" / "notes.txt").write_text("mine")  # (then: not joblib's alone)
+    with pytest.raises(ConfigError, match="holds other files and is not a dagnb cache"):
+        dagnb.Memory(tmp_path / "cachedir").cache(operator.neg)(2)

@@ -122,10 +122,36 @@ def refuse_foreign_folder(folder: Path) -> None:
     if not folder.is_dir():
         raise ConfigError(f"cache directory {str(folder)!r} is a file, not a folder; name a "
                           "new or empty folder for the cache")
+    if _holds_joblib_cache(folder):  # (joblib.Memory("cachedir") ported as is)
+        raise ConfigError(
+            f"cache directory {str(folder)!r} holds a joblib cache, "
+            "which dagnb does not read; name another folder for dagnb's, such as "
+            f"{str(folder / '.dagnb_cache')!r}, or remove the joblib folder (its results "
+            "are computed again either way)")
     raise ConfigError(
         f"cache directory {str(folder)!r} holds other files and is not a dagnb cache "
         "(nothing dagnb makes, such as .runs or .packs, in it); name a new or empty folder, "
         f"such as {str(folder / '.dagnb_cache')!r}")
+
+
+def _holds_joblib_cache(folder: Path) -> bool:
+    """Whether ``folder`` is a joblib.Memory location, and nothing else but hidden files:
+    its ``joblib`` folder (a location given as text), or the module folders joblib makes
+    in it (given as a Path)."""
+    names = [name for name in os.listdir(folder) if not name.startswith(".")]
+    if names == ["joblib"]:
+        return (folder / "joblib").is_dir()
+    return bool(names) and all(_joblib_module_folder(folder / name) for name in names)
+
+
+def _joblib_module_folder(path: Path) -> bool:
+    """``<module>/<function>/func_code.py``, or ``<function>/<call>/output.pkl`` (a
+    process writes ``func_code.py`` once: another's cache may have none)."""
+    with contextlib.suppress(OSError):
+        return any((function / "func_code.py").is_file()
+                   or any((call / "output.pkl").is_file() for call in function.iterdir())
+                   for function in path.iterdir() if function.is_dir())
+    return False
 
 
 def store_for(

@@ -63,7 +63,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import timedelta
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from dagnb.cache import refuse_foreign_folder
@@ -1437,11 +1437,14 @@ def _mapped_read_only(value: Any) -> bool:
     return np is not None and isinstance(value, np.memmap) and not value.flags.writeable
 
 
-def _shared_location(location: str | Path | None, store: Store) -> str:
+def _shared_location(location: str | Path | None, store: Store) -> str | Path:
     """The cache's location as another process finds it: absolute (a worker may start
-    elsewhere), a URL as given."""
+    elsewhere), a URL as given; a ``Path`` given stays one (``memory.location / "x"``
+    in a worker, as with joblib's)."""
     text = os.fspath(location or "")
-    return text if is_url(text) else str(store.location)
+    if is_url(text):
+        return text
+    return Path(store.location) if isinstance(location, PurePath) else str(store.location)
 
 
 _REBUILT: dict[tuple[Any, ...], Memory] = {}  # spec -> the Memory made for it here
