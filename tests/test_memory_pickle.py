@@ -164,3 +164,18 @@ def test_a_joblib_cache_folder_ported_as_is_is_refused_naming_joblib(tmp_path, g
     (tmp_path / "cachedir" / "notes.txt").write_text("mine")  # (then: not joblib's alone)
     with pytest.raises(ConfigError, match="holds other files and is not a dagnb cache"):
         dagnb.Memory(tmp_path / "cachedir").cache(operator.neg)(2)
+
+
+def test_a_shelved_result_of_a_function_given_expires_after_pickles(tmp_path):
+    """joblib's ``MemorizedResult`` pickles; dagnb's carried the function's
+    ``cache_validation_callback``, ``expires_after``'s local function, which pickle
+    refuses ("Can't pickle local object")."""
+    joblib = pytest.importorskip("joblib")
+    cached = dagnb.Memory(tmp_path / "cache").cache(
+        operator.neg, cache_validation_callback=joblib.expires_after(hours=1))
+    shelved = cached.call_and_shelve(5)
+    copy = pickle.loads(pickle.dumps(shelved))
+    assert copy.get() == -5 and copy.args_id == shelved.args_id
+    copy.clear()
+    with pytest.raises(KeyError):
+        shelved.get()

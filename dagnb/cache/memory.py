@@ -793,10 +793,12 @@ class ShelvedResult:
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled (sent to a Pool's workers, as joblib's MemorizedResult is): a handle on
         the same result in the same cache, there. The function goes as pickle finds it
-        by its name: cached at module level, that name gives the cached function."""
+        by its name: cached at module level, that name gives the cached function. Its
+        ``cache_validation_callback`` stays (``get()`` asks none; ``joblib.expires_after``'s
+        is a local function, which pickle refuses)."""
         call = self._call
-        return _shelved_rebuilt, (call.sent_spec(), _as_named(call.func), call.options,
-                                  self.args_id, call.name)
+        return _shelved_rebuilt, (call.sent_spec(), _as_named(call.func),
+                                  {**call.options, "valid": None}, self.args_id, call.name)
 
     def __repr__(self) -> str:
         return (
