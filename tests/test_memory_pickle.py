@@ -179,3 +179,14 @@ def test_a_shelved_result_of_a_function_given_expires_after_pickles(tmp_path):
     copy.clear()
     with pytest.raises(KeyError):
         shelved.get()
+
+
+def test_verbose_above_4_says_each_hit_as_joblibs_does(tmp_path, capsys):
+    """A hit on a result kept in memory said nothing: joblib's ``verbose=10``, how its
+    users see a call came from the cache, says "cache loaded" at each."""
+    cached = dagnb.Memory(tmp_path / "cache", verbose=5).cache(operator.neg)
+    cached(1)
+    assert "cache loaded" not in capsys.readouterr().out
+    for _ in range(2):
+        assert cached(1) == -1
+        assert capsys.readouterr().out.rstrip().endswith("neg cache loaded - 0.0s, 0.0min")

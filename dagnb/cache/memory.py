@@ -1073,6 +1073,8 @@ class _CachedCall(_Calls):
             self._warn_of_environment()
         known = self.loaded.get(key)
         if known is not None and known[0] is entry:  # same meta.json: same result
+            if self.verbose > 4:  # (kept in memory: loaded in no time, as joblib says it)
+                self.after(0.0, "cache loaded ")
             return known[1]
         start = time.perf_counter() if self.verbose > 4 else 0.0
         try:
