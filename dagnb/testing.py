@@ -33,6 +33,7 @@ from __future__ import annotations
 import atexit
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
 from collections import defaultdict, deque
@@ -44,7 +45,8 @@ from dagnb.config import Context, configure, use_context
 from dagnb.errors import TransientError
 from dagnb.executors.base import SIMULATED, Availability, Outcome, Task
 
-__all__ = ["Clock", "FakeExecutor", "isolated", "terminal_signals", "wait_until"]
+__all__ = ["Clock", "FakeExecutor", "isolated", "signalled_once", "terminal_signals",
+           "wait_until"]
 
 T = TypeVar("T")
 Scripted = int | Outcome | BaseException
@@ -273,3 +275,22 @@ def terminal_signals() -> None:
     ignoring, as a job started so must)."""
     for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(number, signal.SIG_DFL)
+
+
+def signalled_once(process: subprocess.Popen[str], ready: Callable[[], object],
+                   number: int, *, wait: float = 30.0,
+                   timeout: float = 60.0) -> tuple[str, str, float]:
+    """Send signal ``number`` to ``process`` once ``ready()`` is true (``wait`` seconds at
+    most; an AssertionError after), and wait for it to end: its stdout, its stderr, and
+    the seconds from the signal to its exit. A process still running then is killed."""
+    try:
+        assert wait_until(ready, timeout=wait), "the process never got there"
+        assert process.poll() is None, "the process ended before the signal"
+        sent = time.monotonic()
+        process.send_signal(number)
+        out, err = process.communicate(timeout=timeout)
+        return out, err, time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()

@@ -15,13 +15,14 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import test_remote_cache as shared
+
+from dagnb.testing import signalled_once
 
 s3fs = pytest.importorskip("s3fs")
 moto_s3 = pytest.importorskip("moto.s3.models")
@@ -94,19 +95,10 @@ def _workflow(folder: Path, url: str) -> None:
 def _interrupted_at_upload(folder: Path, held: HeldParts) -> tuple[str, str, float]:
     """A run of huge.yml given SIGINT once its upload waits on a part: its stdout, its
     stderr, and the seconds from the SIGINT to its exit."""
-    run = _start(folder, "tier")
-    try:
-        assert held.arrived.wait(120), "the run's upload never began"
-        interrupted = time.monotonic()
-        run.send_signal(signal.SIGINT)
-        out, err = run.communicate(timeout=60)
-        took = time.monotonic() - interrupted
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.communicate()
+    said = signalled_once(_start(folder, "tier"), held.arrived.is_set, signal.SIGINT,
+                          wait=120)
     held.let_go()
-    return out, err, took
+    return said
 
 
 @pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)

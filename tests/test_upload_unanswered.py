@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from dagnb.testing import wait_until
+from dagnb.testing import signalled_once
 
 pytest.importorskip("s3fs")
 
@@ -146,18 +146,14 @@ def test_sigterm_ends_a_run_stuck_on_an_upload_the_store_never_answers(
     folder = _folder(tmp_path)
     run = subprocess.Popen(_COMMAND, cwd=folder, env=_env(folder, silent.endpoint, "10m"),
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert wait_until(silent.put_begun, timeout=30), "the run never began its upload"
+
+    def stuck() -> bool:
+        if not silent.put_begun():
+            return False
         time.sleep(0.5)  # (stuck there: the store says nothing)
-        assert run.poll() is None
-        terminated = time.monotonic()
-        run.send_signal(signal.SIGTERM)
-        out, err = run.communicate(timeout=20)
-        took = time.monotonic() - terminated
-    finally:
-        if run.poll() is None:
-            run.kill()
-            run.communicate()
+        return True
+
+    out, err, took = signalled_once(run, stuck, signal.SIGTERM, timeout=20)
     assert run.returncode == 128 + signal.SIGTERM, out + err
     assert "h's entry was not uploaded to" in err, err
     assert _unsent(folder) == ["h"]
