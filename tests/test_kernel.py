@@ -2064,3 +2064,24 @@ def test_the_test_kernels_forward_a_processs_output_to_the_cell_as_jupyterlabs_d
                          "subprocess.run(['echo', 'written-to-fd-1'])\n"
                          "import time; time.sleep(0.5)")  # (forwarded from a thread)
     assert sorted(text(outputs).split()) == ["False", "written-to-fd-1"], outputs
+
+
+def test_run_and_plan_say_a_param_whose_notebook_variable_changed_since_its_cell_ran(
+        kernel: Kernel) -> None:
+    """``--param threshold=$threshold`` keeps the value the cell ran with: after
+    ``threshold = 90``, ``%dagger run`` served the step computed with 20 and ``plan``
+    said it was cached, with no word that the notebook now says otherwise."""
+    kernel.run("threshold, label = 20, 'a'")
+    outputs = kernel.run("%%dagger filt --python --param threshold=$threshold "
+                         "--param label={label} --param n=3 --outputs kept\n"
+                         "kept = [v for v in range(100) if v > threshold]\n")
+    assert error(outputs) is None, outputs
+    assert "dagnb: step" not in text(kernel.run("%dagger run"))
+    kernel.run("threshold = 90")
+    said = ("dagnb: step 'filt' has --param threshold=20, from $threshold when its cell "
+            "ran; $threshold is now 90: run that cell again to use it")
+    for command in ("%dagger plan", "%dagger run"):
+        shown = text(kernel.run(command))
+        assert said in shown and "label" not in shown, shown
+    kernel.run("threshold = 20")  # (back as it was: nothing to say)
+    assert "dagnb: step" not in text(kernel.run("%dagger run"))

@@ -72,6 +72,7 @@ from dagnb.notebook.overview import (
     run_steps_frame,
     shown,
 )
+from dagnb.notebook.param_sources import changed_variables, params_from_variables
 from dagnb.notebook.session import Session, get_session
 from dagnb.notebook.unready import unready_message
 from dagnb.notebook.widgets import LeftRunning, discard, live_view, stop, watch
@@ -357,6 +358,9 @@ class DaggerMagics(Magics):
                                  label=None if number is None else f"In[{number}]")
         outputs = parse_names(args.outputs)
         cell_id = _running_cell_id(self.shell)
+        self.session.param_variables[step.name] = params_from_variables(
+            _line_as_written(self.shell, "%%dagger", line) if words is not None else None,
+            self.shell.user_ns)
         _say(self.session.replaced_from_another_cell(step.name, cell_id))
         if args.define_only or not _selected(step.name):
             self.session.define(step, outputs, cell_id)
@@ -561,7 +565,16 @@ def _cmd_run(self: DaggerMagics, rest: str) -> Text | None:
     options: dict[str, Any] = {"only_failed": args.only_failed}
     if args.tags:
         options["tags"] = parse_names(args.tags)
+    _say_changed_variables(self)
     return self._run(args.names or None, args, **options)
+
+
+def _say_changed_variables(self: DaggerMagics) -> None:
+    """The params the notebook's cells took from variables that now hold another value
+    (a line each: the step runs, or is served, with the value of then)."""
+    for said in changed_variables(self.session.param_variables, self.session.graph,
+                                  self.shell.user_ns):
+        print(said, flush=True)
 
 
 def _say(line: str | None) -> None:
@@ -660,6 +673,7 @@ def _cmd_plan(self: DaggerMagics, rest: str) -> pd.DataFrame:
     if args.tags:
         targets = self.session.graph.select(targets, tags=parse_names(args.tags))
     planned = self.session.plan(targets)
+    _say_changed_variables(self)
     if planned.empty:
         return shown(planned, empty=NO_STEPS_YET)
     planned["reason"] = [without_diff(str(reason), f"%dagger cache explain {step}")

@@ -114,6 +114,9 @@ class Session:
         # background and would have raised for its failure in the foreground: `dagnb run
         # NOTEBOOK` names that cell as it names a foreground cell that failed
         self.background_cells: dict[str, int] = {}
+        # step -> its params its cell took from notebook variables: param -> (variable,
+        # its value then), said by %dagger run and plan once the variable changes
+        self.param_variables: dict[str, dict[str, tuple[str, str]]] = {}
 
     @property
     def last_run(self) -> Run | None:
@@ -731,6 +734,7 @@ class Session:
         self._published_entries.clear()
         self._kept.clear()
         self._asked.clear()
+        self.param_variables.clear()
         self.namespace.pop(RESULTS_NAME, None)
         return cancelled
 
