@@ -204,3 +204,50 @@ def _defined(source: str, filename: str, namespace: dict[str, object]) -> types.
     """The function ``source`` defines, compiled as ``filename`` in ``namespace``."""
     exec(compile(source, filename, "exec"), namespace)
     return namespace["load"]  # type: ignore[return-value]
+
+
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
+@pytest.mark.parametrize("first", ["script", "workers"])
+def test_joblib_parallel_workers_key_the_scripts_classes_and_functions_given_as_arguments(
+        tmp_path, first):
+    """An argument holding an instance of a class the script defines, or a function of
+    the script, reached loky's workers by value, without its file (cloudpickle's
+    "<dynamic-code>"): hashed there as bytecode, it keyed otherwise than in the script,
+    and each side ran every call again. The script's sources go with the cached call."""
+    script = tmp_path / "cfg.py"
+    script.write_text(textwrap.dedent("""
+        import sys
+        import joblib
+        import dagnb
+
+        memory = dagnb.Memory(sys.argv[1])
+
+        class Config:
+            def __init__(self, k):
+                self.k = k
+
+        def triple(x):
+            return x * 3
+
+        @memory.cache
+        def work(config, transform, i):
+            with open(sys.argv[2], "a") as runs:
+                runs.write(f"work {i}\\n")
+            return config.k + transform(i)
+
+        def in_workers(config):
+            return joblib.Parallel(n_jobs=2)(
+                joblib.delayed(work)(config, triple, i) for i in range(4))
+
+        if __name__ == "__main__":
+            config = Config(7)
+            here = lambda: [work(config, triple, i) for i in range(4)]
+            done = [here(), in_workers(config)] if sys.argv[3] == "script" else [
+                in_workers(config), here()]
+            assert done[0] == done[1] == [7, 10, 13, 16], done
+    """))
+    runs = tmp_path / "runs.txt"
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "cache"), str(runs),
+                           first], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert sorted(runs.read_text().splitlines()) == [f"work {i}" for i in range(4)]

@@ -88,6 +88,7 @@ from dagnb.fingerprint import (
     adopt_sources,
     environ_unkeyed,
     main_spelled,
+    script_sources,
     source_table,
 )
 from dagnb.fingerprint.environ import WHOLE, UnkeyedEnvironmentWarning, unkeyed_reads_said
@@ -1039,6 +1040,8 @@ class _CachedCall(_Calls):
             sources = source_table(self.func)
         except DagnbError:  # (not hashable here either: each call runs uncached)
             sources = {}
+        # (and the script's own: an argument may hold one, sent by value too)
+        sources = {**script_sources(), **sources}
         return _call_rebuilt, (spec, self.func, self.options, sources, self.name)
 
     def sent_spec(self) -> tuple[Any, ...]:

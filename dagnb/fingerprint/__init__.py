@@ -57,7 +57,7 @@ from dagnb.fingerprint.paths import (
     path_digest,
 )
 from dagnb.fingerprint.sources import _of_user as of_user_code
-from dagnb.fingerprint.sources import adopt_sources
+from dagnb.fingerprint.sources import adopt_sources, script_sources
 from dagnb.fingerprint.values import _function_of_code as _function_of_code  # (see there)
 from dagnb.fingerprint.values import value_digest
 from dagnb.fingerprint.walker import WRAPPER_MARK, changed_inputs, loaded_globals
@@ -91,6 +91,7 @@ __all__ = [
     "of_user_code",
     "path_digest",
     "ran_here",
+    "script_sources",
     "set_hash_algorithm",
     "signature_of",
     "source_table",

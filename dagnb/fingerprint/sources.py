@@ -424,6 +424,30 @@ def adopt_sources(table: Mapping[str, tuple[str, str]]) -> None:
     _ADOPTED.update(table)
 
 
+def script_sources() -> dict[str, tuple[str, str]]:
+    """The sources of the script's (or notebook's) own functions and classes, by code
+    key: sent with a cached function, so that an argument holding one (an instance of
+    a config class the script defines, a function it passes) hashes in a worker that
+    got it by value, without its file, as it does here. Made again only when the
+    script's names are bound to other objects."""
+    main = sys.modules.get("__main__")
+    defined = tuple((name, obj) for name, obj in list(vars(main).items())
+                    if isinstance(obj, (types.FunctionType, type))
+                    and getattr(obj, "__module__", None) in _MAIN_NAMES) if main else ()
+    memo = tuple((name, id(obj)) for name, obj in defined)
+    if _SCRIPT_SOURCES[0] != memo:
+        table = {}
+        for _, obj in defined:
+            normalized = _normalized_source(obj)
+            if normalized is not None:  # (no source here: bytecode there as here)
+                table[_code_key(obj)] = normalized
+        _SCRIPT_SOURCES[:] = [memo, table]
+    return _SCRIPT_SOURCES[1]
+
+
+_SCRIPT_SOURCES: list[Any] = [None, {}]  # (the script's names and objects, their table)
+
+
 def _code_key(obj: Any) -> str:
     """A function's qualified name and exact code; a class's name and its members' (the
     code of its functions, the digest of its other values): the same in any process of
