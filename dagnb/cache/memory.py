@@ -490,7 +490,8 @@ class Memory:
 
     def __repr__(self) -> str:
         """Where entries go: the folder, or the store's URL (not its local tier's folder)."""
-        where = None if self.store is None else _shared_location(self.location, self.store)
+        where = (None if self.store is None
+                 else os.fspath(_shared_location(self.location, self.store)))
         return f"Memory(location={where!r})"
 
     @overload
