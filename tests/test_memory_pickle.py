@@ -7,6 +7,7 @@ module's ``f`` is the function). The workers' calls read and write the parent's 
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import importlib
 import multiprocessing
 import operator
@@ -190,3 +191,24 @@ def test_verbose_above_4_says_each_hit_as_joblibs_does(tmp_path, capsys):
     for _ in range(2):
         assert cached(1) == -1
         assert capsys.readouterr().out.rstrip().endswith("neg cache loaded - 0.0s, 0.0min")
+
+
+class _Model:
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def fit(self, x: int) -> int:
+        return self.k * x
+
+
+@pytest.mark.parametrize("make", [lambda: functools.partial(operator.mul, 2),
+                                  lambda: _Model(3).fit], ids=["partial", "bound-method"])
+def test_a_cached_partial_or_bound_method_pickles_to_the_same_cache(tmp_path, make):
+    """Refused with an error about dagnb's own code ("Can't pickle local object
+    '_CachedCall.wrapper.<locals>.run'"); joblib's pickles, with the partial's arguments
+    or the method's object."""
+    cached = dagnb.Memory(tmp_path / "cache").cache(make())
+    value = cached(5)
+    copy = pickle.loads(pickle.dumps(cached))
+    assert copy.check_call_in_cache(5) and copy(5) == value
+    assert not copy.check_call_in_cache(6)

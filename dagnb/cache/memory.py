@@ -570,7 +570,7 @@ class Memory:
             calls = _CachedCall(self, func, ignore, ttl, verbose, mmap_mode,
                                 cache_validation_callback)
         cached = calls.wrapper()
-        if not calls.asynchronous and _module_member(func) is func:
+        if not calls.asynchronous and _sent_by_value(func):
             cached = _CachedUnderAnotherName(cached, calls)
         if of_class:
             return classmethod(cached)  # type: ignore[return-value]
@@ -670,6 +670,14 @@ def _module_member(obj: Any) -> Any:
     for part in getattr(obj, "__qualname__", "").split("."):
         named = getattr(named, part, None)
     return named
+
+
+def _sent_by_value(func: Callable[..., Any]) -> bool:
+    """Whether the cached ``func`` pickles only as an object of its own: a function its
+    module names (its wrapper cannot be found by that name), a partial or a bound method
+    (``memory.cache(model.fit)``), which pickle sends with their arguments or object."""
+    return _module_member(func) is func or isinstance(func, (functools.partial,
+                                                             types.MethodType))
 
 
 class _CachedUnderAnotherName:
