@@ -62,3 +62,27 @@ def test_unloading_gives_back_the_formatter_found(shell):
     finally:
         shell.run_line_magic("load_ext", "dagnb.notebook.magics")
     assert getattr(warnings.formatwarning, "_dagnb_before", None) is not None
+
+
+def test_a_warning_from_a_cell_names_the_cell_as_tracebacks_do(shell):
+    printed = _printed(shell, "import warnings\nx = 1\nwarnings.warn('column x has NaNs')\n")
+    first = printed.splitlines()[0]
+    count = shell.execution_count  # (run_cell stores no history: the number stays)
+    assert first == f"Cell In[{count}], line 3: UserWarning: column x has NaNs"
+
+
+def test_a_warning_from_a_file_keeps_the_files_name(shell, tmp_path):
+    module = tmp_path / "file_warner.py"
+    module.write_text("import warnings\n\ndef warn():\n    warnings.warn('plain')\n")
+    printed = _printed(shell, f"import runpy\nrunpy.run_path({str(module)!r})['warn']()\n")
+    assert printed.startswith(f"{module}:4: UserWarning: plain")
+
+
+def test_the_kernels_warning_text_names_the_cell_not_ipykernels_file(tmp_path):
+    from notebook_cells import executed, printed
+
+    notebook = executed(["%load_ext dagnb", "import warnings\n\nwarnings.warn('late data')"],
+                        tmp_path)
+    shown = printed(notebook.cells[1])
+    assert shown.startswith("Cell In[2], line 3: UserWarning: late data"), shown
+    assert "ipykernel_" not in shown

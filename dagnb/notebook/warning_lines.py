@@ -8,6 +8,11 @@ expression, the call that displays it (``_dagnb_displayed((warnings.warn(...)))`
 under the user's own warning. While ``%load_ext dagnb`` holds, ``warnings.formatwarning``
 shows the ``%%dagger`` line, and the last expression as written, instead; every other
 warning as the formatter before it did.
+
+Where a warning comes from a cell, it is named as IPython's tracebacks name it, ``Cell
+In[5], line 3``, not by the file IPython compiled the cell as
+(``/tmp/ipykernel_4242/2734839201.py:3``, a name the user never sees elsewhere and
+that differs at every kernel start).
 """
 
 from __future__ import annotations
@@ -55,10 +60,33 @@ def _formatter(before: Format) -> Format:
                       line: str | None = None) -> str:
         if line is None:
             line = as_written(filename, lineno)
-        return before(message, category, filename, lineno, line)
+        return _cell_named(before(message, category, filename, lineno, line),
+                           filename, lineno)
 
     formatwarning._dagnb_before = before  # type: ignore[attr-defined]
     return formatwarning
+
+
+def _cell_named(text: str, filename: str, lineno: int) -> str:
+    """``text`` beginning ``Cell In[5], line 3:`` where it began with the file and line of
+    a cell's code (as Python's formatter writes them; another formatter's text as is)."""
+    prefix = f"{filename}:{lineno}:"
+    if not text.startswith(prefix):
+        return text
+    label = _cell_label(filename)
+    return text if label is None else f"{label}, line {lineno}:{text[len(prefix):]}"
+
+
+def _cell_label(filename: str) -> str | None:
+    """``Cell In[5]`` for the file IPython compiled cell 5 as; None for any other."""
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        named = None if shell is None else shell.compile.format_code_name(filename)
+    except Exception:  # (an older IPython, a shell of another kind: the file's name)
+        return None
+    return None if not named else " ".join(named)
 
 
 def as_written(filename: str, lineno: int) -> str | None:
