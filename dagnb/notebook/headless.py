@@ -5,10 +5,12 @@ papermill use), in the notebook's folder, so its ``%%dagger`` cells meet the sam
 as an interactive session there: a notebook already run in JupyterLab runs again all
 ``cached``. As in a terminal, the cells define the graph as they run: a run started from
 inside Jupyter does not pass on the caller's ``JPY_SESSION_NAME`` (the kernel would read
-the caller's notebook). The kernel works in text mode (``DAGNB_WIDGETS=0``), and each
-cell's output (printed lines, and the text of its values and displays) is printed as the
-cell finishes. At the end the kernel reports every step's latest state, printed as the
-same status table as a YAML run, also when a cell failed (not when the time limit passed).
+the caller's notebook). The kernel talks over Unix sockets, not TCP ports another
+process could take as it starts (:mod:`dagnb.notebook.kernel_sockets`). It works in text
+mode (``DAGNB_WIDGETS=0``), and each cell's output (printed lines, and the text of its
+values and displays) is printed as the cell finishes. At the end the kernel reports
+every step's latest state, printed as the same status table as a YAML run, also when a
+cell failed (not when the time limit passed).
 
 - ``params`` follow papermill's convention: a new cell, tagged ``injected-parameters``,
   is put after the cell tagged ``parameters`` (at the top, with a warning, when there is
@@ -89,6 +91,7 @@ from dagnb.notebook.document import (
     text_names,
 )
 from dagnb.notebook.flow import Feed, needed_steps
+from dagnb.notebook.kernel_sockets import ipc_kernel_manager
 from dagnb.notebook.magics import ONLY_STEPS_VARIABLE
 from dagnb.notebook.session import get_session
 from dagnb.runtime.history import NOTEBOOK_PARAMS_VARIABLE
@@ -259,6 +262,7 @@ def run_notebook(path: str | Path, *, params: Mapping[str, Any] | None = None,
     interruption = _Interruption()
     client = _hearing_signals(client_class, interruption)(
         notebook, kernel_name="python3", allow_errors=False,
+        kernel_manager_class=ipc_kernel_manager(),  # (no TCP port race to lose at start)
         extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no transport warnings in the log
         resources={"metadata": {"path": str(path.parent.absolute())}},
         on_notebook_start=interruption.kernel_started,
