@@ -59,6 +59,14 @@ class Entry:
     ) -> None:
         self.step, self.key, self._path, self.meta, self.version = step, key, path, meta, version
 
+    @property
+    def workflow(self) -> str | None:
+        """The name of the workflow whose run saved it (None: a Memory function's, or
+        saved by a version that did not record it)."""
+        provenance = self.meta.get("provenance")
+        name = provenance.get("workflow") if isinstance(provenance, Mapping) else None
+        return name if isinstance(name, str) else None
+
     def read_head(self) -> str | None:
         """Its metadata was read and checked whole (a PackedEntry's head may be later)."""
         return None

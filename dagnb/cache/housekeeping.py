@@ -12,7 +12,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterable, Iterator, Set
+from collections.abc import Callable, Collection, Iterable, Iterator, Set
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -212,8 +212,10 @@ class Housekeeping:
         live = sum(map(record_length, self._packs.live()))  # (reads what they gained)
         return max(0, sum(self._packs.sizes.values()) - live)
 
-    def clear(self, step: str | None = None, older_than: float | str | None = None) -> int:
-        """Remove entries (of one step; created more than ``older_than`` ago); how many.
+    def clear(self, step: str | None = None, older_than: float | str | None = None,
+              workflows: Collection[str] | None = None) -> int:
+        """Remove entries (of one step; created more than ``older_than`` ago; saved by
+        runs of the ``workflows`` named); how many.
 
         ``older_than`` is seconds or a duration such as ``"1d"``. Clearing everything
         also deletes damaged entries moved aside; any clear, temporary folders a crash
@@ -223,8 +225,9 @@ class Housekeeping:
         self._writable("clear entries")
         seconds = parse_duration(older_than, what="older_than")
         deadline = None if seconds is None else self.clock() - seconds
-        doomed = [e for e in self.iter_entries(step) if deadline is None or e.created < deadline]
-        if step is None and seconds is None:  # the packs go whole: no tombstone each
+        doomed = [e for e in self.iter_entries(step) if (deadline is None or e.created < deadline)
+                  and (workflows is None or e.workflow in workflows)]
+        if step is None and seconds is None and workflows is None:  # the packs go whole
             removed = sum(isinstance(e, PackedEntry) for e in doomed)
             self._remove_packs()
             removed += sum(self.remove(e.step, e.key) for e in doomed
@@ -604,6 +607,7 @@ def _entry_rows(store: Housekeeping, step: str | None, *, on_disk: bool = False
             "size_bytes": int(meta.get("size_bytes", 0)),
             "duration_s": float(meta.get("duration_s", 0.0)),
             "exit_code": meta.get("exit_code"), "path": _where(store, entry),
+            "workflow": entry.workflow,  # (not a column of entries(): its columns are set)
         })
         if disk_bytes is not None:
             rows[-1]["disk_bytes"] = disk_bytes(entry)

@@ -36,6 +36,10 @@ __all__ = ["add_parser", "missing_folder", "run"]
 _DIR_HELP = "cache folder (default: the setting)"
 
 
+_WORKFLOW_HELP = ("only the entries saved by runs of the workflow of this name (its name: "
+                  "field; the list's workflow column), again for more than one")
+
+
 def add_parser(sub: Any) -> None:
     """Add ``cache`` and its actions to the ``dagnb`` parser's subparsers."""
     cache = sub.add_parser(
@@ -48,10 +52,15 @@ def add_parser(sub: Any) -> None:
     actions.add_parser("verify", help="re-hash every entry's files; set aside those that changed")
     listing = actions.add_parser("list", help="the entries as a table, by step then created")
     listing.add_argument("--step", default=None, metavar="NAME", help="only this step's entries")
+    listing.add_argument("--workflow", action="append", default=None, metavar="NAME",
+                         help=_WORKFLOW_HELP)
     stats = actions.add_parser("stats", help="per step: entries, hits recorded, size on disk")
     stats.add_argument("--step", default=None, metavar="NAME", help="only this step's row")
     clear = actions.add_parser("clear", help="remove entries: of a step, older than AGE, or all")
     clear.add_argument("--step", default=None, metavar="NAME", help="only this step's entries")
+    clear.add_argument("--workflow", action="append", default=None, metavar="NAME",
+                       help=_WORKFLOW_HELP + "; required with --step when that step's "
+                            "entries are of several workflows")
     clear.add_argument("--older-than", default=None, metavar="AGE",
                        help="only entries created more than AGE ago (30m, 12h, 7d)")
     clear.add_argument("--all", action="store_true",
@@ -122,6 +131,9 @@ def _list(args: argparse.Namespace) -> int:
     from dagnb.cache.clearing import held_step
 
     if args.cache_dir is not None and checks.is_url(args.cache_dir):
+        if args.workflow is not None:  # (a store's listing is its file names: no record read)
+            raise ConfigError("--workflow lists a local cache folder's entries; a store's "
+                              "listing does not say their workflow: drop --workflow")
         return _list_store(args.cache_dir, args.step)
     store = _store(args, "list", read_only=True)
     if store is None:
@@ -131,6 +143,10 @@ def _list(args: argparse.Namespace) -> int:
                                                     known=_recorded_steps(store))
     # (no DataFrame: pandas' import alone took 0.5 s)
     rows = store.entry_rows(step, on_disk=True)
+    if args.workflow is not None:
+        wanted = workflows_meant(args.workflow, {row["workflow"] for row in rows},
+                                 store.location)
+        rows = [row for row in rows if row["workflow"] in wanted]
     if not rows:
         _say_no_entries(step)
         return 0
@@ -280,15 +296,50 @@ def _clear(args: argparse.Namespace) -> int:
     step = check_clear_scope(store, "dagnb cache clear", args.step, older, args.all,
                              plain_names=True,
                              known=() if args.step is None else _recorded_steps(store))
-    removed = store.clear(step, older)
+    workflows = _workflows_to_clear(store, step, args.workflow)
+    removed = store.clear(step, older, workflows)
     if not removed and step is not None and older is None:  # (cleared before: rm -f's way)
         print(f"no cache entry of step {step!r} in {store.location}: nothing to remove")
         return 0
     print(f"removed {_entries(removed)}"
           + ("" if step is None else f" of step {step!r}")
+          + ("" if workflows is None else f" of workflow {' and '.join(map(repr, workflows))}")
           + ("" if older is None else f" created more than {args.older_than} ago")
           + f" from {store.location}" + kept_in_store(args.cache_dir, _downloaded_again(step)))
     return 0
+
+
+def _workflows_to_clear(store: Store, step: str | None, given: list[str] | None
+                        ) -> list[str] | None:
+    """The workflows whose entries a clear takes (None: any). A step name recurs across
+    a project's workflows (extract, report): a clear of one whose entries are of
+    several, none named, is refused rather than taking the others' too."""
+    if given is None and step is None:
+        return None
+    held = {entry.workflow for entry in store.iter_entries(step)}
+    if given is not None:
+        return sorted(workflows_meant(given, held, store.location))
+    named = sorted(name for name in held if name is not None)
+    if len(named) < 2:
+        return None
+    options = " ".join(f"--workflow {name}" for name in named)
+    raise ConfigError(f"--step {step!r}: the cache in {str(store.location)!r} holds its "
+                      f"entries of {len(named)} workflows ({', '.join(named)}); add the "
+                      f"workflow's, e.g. --workflow {named[0]}, or {options} for all")
+
+
+def workflows_meant(given: list[str], held: set[str | None], where: object) -> set[str]:
+    """The workflow names given, each one the entries listed are of; a name of none is
+    refused, naming those there are (a typo, or a file's name for its name: field)."""
+    unknown = [name for name in given if name not in held]
+    if unknown:
+        known = sorted(name for name in held if name is not None)
+        there = (f"its entries are of {', '.join(map(repr, known))}" if known
+                 else "none of its entries was saved by a workflow's run")
+        raise ConfigError(f"--workflow {unknown[0]!r}: no entry of a workflow of that name "
+                          f"in {str(where)!r}; {there} (a workflow's name is its name: "
+                          "field, or its file's name without .yml)")
+    return set(given)
 
 
 def _recorded_steps(store: Store) -> set[str]:
@@ -505,6 +556,9 @@ def _entries_table(rows: list[dict[str, Any]], ttl: float | None = None
         "created": [_time(row["created"], "-") for row in rows],
         "last_used": [_time(row["last_used"], "-") for row in rows],
         "expires": [_expires(row, ttl) for row in rows],
+        # (of several workflows only: a step name may recur across them)
+        **({"workflow": [row.get("workflow") or "-" for row in rows]}
+           if len({row.get("workflow") for row in rows}) > 1 else {}),
     }
 
 
