@@ -732,13 +732,15 @@ class ObjectStore:
         blob); one that does not joins :attr:`damaged_blobs`."""
         if digest in self._checked_blobs:
             return True
-        hasher = new_hasher()
+        hasher, sending = new_hasher(), _SENDING.get()
         try:
             with self.transfers.open(self.blob_path(digest), "rb",
                                      block_size=_S3_CHUNK) as handle:
                 while chunk := handle.read(_CHUNK):
                     hasher.update(chunk)
                     self.bytes_checked += len(chunk)
+                    if sending is not None:  # (a push --check's upload reading a large
+                        sending.moved()      # blob back: the store answers, no stall)
         except FileNotFoundError:  # (removed since its size was seen)
             return False
         if hasher.hexdigest() != digest:
@@ -1343,7 +1345,7 @@ class RemoteBackend(StoreBackend):
         # it kept the output it replaced there, and was then noted as sent
         owes = replacement_owed(self.root, step, key)
         if item is not None and item.meta is not None:
-            self._hold(held, lambda: self._send(step, key, item, owes, owes))
+            self._hold(held, step, key, lambda: self._send(step, key, item, owes, owes))
 
     def _warn_if_damaged(self, step: str, key: str) -> None:
         """Say that the store's ``step/key`` was found changed there (once: it is not
@@ -1443,19 +1445,28 @@ class RemoteBackend(StoreBackend):
             return None
         held = _HELD_UPLOADS.get()
         if held is not None:  # (a run's save: sent once its step is said done)
-            self._hold(held, lambda: self._send(step, key, item, replace, owes))
+            self._hold(held, step, key, lambda: self._send(step, key, item, replace, owes))
             return None
-        self._send(step, key, item, replace, owes)
+        self._send_now(step, key, lambda: self._send(step, key, item, replace, owes))
         return None
 
-    def _hold(self, held: HeldUploads, send: Callable[[], bool]) -> None:
-        """Have ``held`` send ``send``, given up once the store moves none of it for
-        ``cache_upload_timeout_seconds`` (read at each save: a setting changed in a
-        kernel holds from its next run on)."""
-        from dagnb.config import settings
+    def _hold(self, held: HeldUploads, step: str, key: str, send: Callable[[], bool]) -> None:
+        """Have ``held`` send ``send``, the upload of ``step/key``, given up once the store
+        moves none of it for ``cache_upload_timeout_seconds``."""
+        held.add(send, self.remote.url, deadline=upload_deadline(),
+                 unanswered=self._upload_unanswered, entry=(step, key))
 
-        held.add(send, self.remote.url, deadline=settings().cache_upload_timeout_seconds,
-                 unanswered=self._upload_unanswered)
+    def _send_now(self, step: str, key: str, send: Callable[[], bool]) -> None:
+        """A save outside a run (``Store.save``, a ``Memory``'s): its upload sent at once
+        under a run's deadline (:meth:`HeldUploads.now`), and one given up said in a line
+        (its entry stays unsent in the tier; uploads then rest, so the line says that the
+        saves of the next minutes stay local too, unsaid one by one)."""
+        held = HeldUploads.now(send, self.remote.url, (step, key), self._upload_unanswered)
+        for store, deadline in held.unanswered.items():
+            checks.warn_user(
+                unanswered_words(store, deadline, 1) + ", kept in the local tier (as are "
+                f"those saved in the next {REFUSED_RETRY_AFTER / 60:g} minutes); dagnb "
+                "cache push sends them once the store answers", RemoteCacheWarning)
 
     def _upload_unanswered(self) -> None:
         """A held upload the store moved none of for its deadline, given up
@@ -1662,11 +1673,35 @@ class HeldUploads:
         return bool(self._sends)
 
     def add(self, send: Callable[[], bool], store: str = "", *, deadline: float | None = None,
-            unanswered: Callable[[], object] | None = None) -> None:
+            unanswered: Callable[[], object] | None = None,
+            entry: tuple[str, str] | None = None) -> None:
         """Hold ``send``, the upload of an entry to ``store`` (its URL, no credentials),
         given up once the store moved none of it for ``deadline`` seconds (None: never),
-        then ``unanswered()`` called (the store's backend rests it)."""
-        self._sends.append(_Held(send, store, deadline, unanswered))
+        then ``unanswered()`` called (the store's backend rests it). ``entry``: its
+        (step, key), not sent while an upload of it given up goes on (:func:`_still_left`)."""
+        self._sends.append(_Held(send, store, deadline, unanswered, entry))
+
+    @classmethod
+    def now(cls, send: Callable[[], bool], store: str, entry: tuple[str, str],
+            unanswered: Callable[[], object] | None = None) -> HeldUploads:
+        """``send`` sent at once (an upload outside a run: a push's, a save's), as a run
+        sends a held one: given up once the store moves none of it for
+        ``cache_upload_timeout_seconds`` (a store that took the connection and never
+        answered held the push, or the kernel's save, forever). The HeldUploads that sent
+        it: its :attr:`unanswered` names the store when it was given up."""
+        line = checks.user_line()  # (what it warns of names the caller's line, as before,
+                                   # not the thread's: a notebook's cell)
+
+        def send_naming_line() -> bool:
+            if line is not None:
+                checks.warn_at_run_caller(line)
+            return send()
+
+        held = cls()
+        held.add(send_naming_line, store, deadline=upload_deadline(), unanswered=unanswered,
+                 entry=entry)
+        held.send()
+        return held
 
     def send(self, stopping: Callable[[], bool] | None = None) -> tuple[float, bool]:
         """Send them, as the saves would have; the seconds it took, and whether all got
@@ -1686,6 +1721,8 @@ class HeldUploads:
         if self.interrupted or (stopping is not None and stopping()):
             self.interrupted = True
             return False
+        if (deadline := _still_left(held)) is not None:  # (it would wait as long again)
+            return self._given_up(held, deadline)
         try:
             return self._waited(held, stopping)
         except UploadStopped:
@@ -1700,19 +1737,26 @@ class HeldUploads:
         takes (S3's ``Expect: 100-continue``). Left, it goes on alone (a daemon thread:
         no exit waits for it), its entry marked unsent until it ends."""
         sending = _Sending(held.send)
-        while not sending.ended(_STOP_CHECKED_EVERY):
-            if stopping is not None and stopping():
-                sending.leave()
-                if sending.begun:  # (S3 bills a multipart upload's parts until aborted)
-                    sending.ended(_ABORT_WAIT + 2 * _STOP_CHECKED_EVERY)
-                raise UploadStopped(held.store)
-            if held.deadline is not None and sending.still_for() >= held.deadline:
-                sending.leave()
-                self.unanswered.setdefault(held.store, held.deadline)
-                if held.unanswered is not None:
-                    held.unanswered()
-                return False
+        try:
+            while not sending.ended(_STOP_CHECKED_EVERY):
+                if stopping is not None and stopping():
+                    sending.let_go()
+                    raise UploadStopped(held.store)
+                if held.deadline is not None and sending.still_for() >= held.deadline:
+                    sending.leave()
+                    _note_left(held, sending)
+                    return self._given_up(held, held.deadline)
+        except KeyboardInterrupt:  # (Ctrl-C, or SIGTERM in the CLI, outside a run: a push)
+            sending.let_go()
+            raise
         return sending.result()
+
+    def _given_up(self, held: _Held, deadline: float) -> bool:
+        """``held`` left unsent, its store given up on for ``deadline`` s."""
+        self.unanswered.setdefault(held.store, deadline)
+        if held.unanswered is not None:
+            held.unanswered()
+        return False
 
 
 class _Held(NamedTuple):
@@ -1722,6 +1766,56 @@ class _Held(NamedTuple):
     store: str
     deadline: float | None
     unanswered: Callable[[], object] | None
+    entry: tuple[str, str] | None = None
+
+
+def unanswered_words(store: str, deadline: float, count: int) -> str:
+    """The head of what is said of a store (its URL, no credentials) that moved none of
+    an upload for ``deadline`` seconds, ``count`` entries left unsent (a run's, a push's,
+    a save's line: each adds what sends them)."""
+    entries = "1 entry" if count == 1 else f"{count} entries"
+    return (f"remote cache {store!r} did not answer an upload for {deadline:g} s "
+            f"(cache_upload_timeout_seconds): {entries} left unsent")
+
+
+def upload_deadline() -> float | None:
+    """``cache_upload_timeout_seconds``, read at each upload: a setting changed in a
+    kernel holds from the next one on."""
+    from dagnb.config import settings
+
+    return settings().cache_upload_timeout_seconds
+
+
+# The uploads given up and maybe still under way, by (store, step, key), with the deadline
+# each was given up at: its thread goes on until the store answers or drops the line, which
+# may be never. In a long-lived process (a kernel) a second upload of the same entry is not
+# started meanwhile: it would wait as long, and leave one more thread (and connection)
+# behind at each save or push; so at most one is left per entry, each ended one forgotten.
+_LEFT: dict[tuple[str, str, str], tuple[_Sending, float]] = {}
+
+
+def _note_left(held: _Held, sending: _Sending) -> None:
+    """Note ``held``'s upload, given up, as going on (``sending``); forget those ended."""
+    for name, (left, _) in list(_LEFT.items()):
+        if left.ended(0):
+            _LEFT.pop(name, None)
+    if held.entry is not None and held.deadline is not None:
+        _LEFT[(held.store, *held.entry)] = (sending, held.deadline)
+
+
+def _still_left(held: _Held) -> float | None:
+    """The deadline an upload of ``held``'s entry to its store was given up at, if that
+    upload still goes on; else None."""
+    if held.entry is None:
+        return None
+    name = (held.store, *held.entry)
+    found = _LEFT.get(name)
+    if found is None:
+        return None
+    if found[0].ended(0):
+        _LEFT.pop(name, None)
+        return None
+    return found[1]
 
 
 class _Sending:
@@ -1761,6 +1855,13 @@ class _Sending:
     def leave(self) -> None:
         """Let it go on alone, told to stop where it can (a multipart upload)."""
         self._left.set()
+
+    def let_go(self) -> None:
+        """:meth:`leave`, then wait a moment for a multipart upload begun to be aborted
+        (S3 bills its parts until then)."""
+        self.leave()
+        if self.begun:
+            self.ended(_ABORT_WAIT + 2 * _STOP_CHECKED_EVERY)
 
     def result(self) -> bool:
         sent, failure = self._outcome[0]
@@ -1936,11 +2037,12 @@ class Transfer:
     damaged) and damaged (a push's: here, files no longer matching their digest, set
     aside and not sent), bytes moved (``unreferenced`` among them: a push's, of blobs
     that no entry kept names), and bytes read back to check the store's (a
-    ``push --check``'s)."""
+    ``push --check``'s). A push the store stopped answering: :attr:`unanswered` (the
+    store and the deadline), and :attr:`unsent`, the entries it then left unsent."""
 
     __slots__ = ("bytes", "checked", "copied", "damaged", "expired", "in_use", "kept_since",
                  "meanwhile", "mended", "newer", "replaced", "same_output", "skipped",
-                 "unreferenced", "unusable", "users")
+                 "unanswered", "unreferenced", "unsent", "unusable", "users")
 
     def __init__(self) -> None:
         self.copied = self.skipped = self.expired = self.unusable = self.damaged = 0
@@ -1950,6 +2052,10 @@ class Transfer:
         self.newer: dict[int, int] = {}  # store's entries a newer dagnb wrote, by format
         self.users: list[str] = []  # (who: ``pid N``, each once)
         self.kept_since: float | None = None  # the earliest manifest time of those kept
+        # a push's: the store that moved none of an upload for its deadline, and that
+        # deadline (the push stopped there), and the entries left unsent (that one, the rest)
+        self.unanswered: tuple[str, float] | None = None
+        self.unsent = 0
 
     def __repr__(self) -> str:
         return (f"Transfer(copied={self.copied}, mended={self.mended}, "
@@ -1991,6 +2097,15 @@ class Transfer:
         ends = "it ends" if len(self.users) == 1 else "they end"
         return (f" ({self.in_use} kept: {runs} {them} ({', '.join(self.users)}); "
                 f"pull again once {ends})")
+
+    def unanswered_line(self) -> str | None:
+        """What ``dagnb cache push`` and the magic say of a push the store stopped
+        answering (None: it answered): the store, the entries left unsent, the setting."""
+        if self.unanswered is None:
+            return None
+        store, deadline = self.unanswered
+        return (unanswered_words(store, deadline, self.unsent)
+                + ", kept in the local cache; push again once the store answers")
 
     def line(self, action: str) -> str:
         """The one-line summary ``dagnb cache push|pull`` and the magic print."""
@@ -2061,18 +2176,26 @@ def push(local: Store, url: str, *, progress: Progress | None = None,
     done = Transfer()
     with tempfile.TemporaryDirectory(prefix="dagnb-push-") as scratch:
         for number, entry in enumerate(entries, 1):
-            replace = (entry.step, entry.key) in owed
-            found = None if replace else remote.manifest(entry.step, entry.key)
-            if found is not None and remote.whole(entry.step, entry.key, found):
-                done.skipped += 1  # (not re-hashed: the store has it already)
-            elif _intact(local, entry):
-                with _folder_to_upload(local, entry, scratch) as folder:
-                    _count_upload(done, local, remote, entry, folder, replace, found)
+            if done.unanswered is None:
+                _push_one(done, local, remote, entry, (entry.step, entry.key) in owed, scratch)
+            else:  # (each would wait as long again: none is tried, all kept for a later push)
+                done.unsent += 1
             if progress is not None:
                 progress(number, len(entries), done.bytes)
     done.damaged = len(local.take_set_aside())  # (the listing's finds too: sizes changed)
     done.checked = remote.bytes_checked
     return done
+
+
+def _push_one(done: Transfer, local: Store, remote: ObjectStore, entry: Entry, replace: bool,
+              scratch: str) -> None:
+    """Upload ``entry`` unless the store has it whole, or it is damaged here."""
+    found = None if replace else remote.manifest(entry.step, entry.key)
+    if found is not None and remote.whole(entry.step, entry.key, found):
+        done.skipped += 1  # (not re-hashed: the store has it already)
+    elif _intact(local, entry):
+        with _folder_to_upload(local, entry, scratch) as folder:
+            _count_upload(done, local, remote, entry, folder, replace, found)
 
 
 @contextlib.contextmanager
@@ -2111,13 +2234,14 @@ def _count_upload(done: Transfer, local: Store, remote: ObjectStore, entry: Entr
     are counted all the same: a store that had lost a blob got it again)."""
     mending = (entry.step, entry.key) in remote.damaged_entries
     try:
-        sent = remote.upload(entry.step, entry.key, folder, meta=entry.meta,
-                             replace=replace, found=found)
+        sent = _upload_in_time(done, remote, entry, folder, replace, found)
     except FileNotFoundError:  # (s3fs' "The specified bucket does not exist": said as pull's)
         if (bucket := _no_bucket(remote)) is None:
             raise
         raise CacheError(f"cache push {remote.url}: there is no bucket {bucket!r}; check the "
                          "bucket name in the URL (or make the bucket first)") from None
+    if sent is None:
+        return
     done.bytes += sent.sent
     done.unreferenced += sent.unreferenced
     if done.written_by_newer(sent.newer):
@@ -2129,6 +2253,26 @@ def _count_upload(done: Transfer, local: Store, remote: ObjectStore, entry: Entr
     done.copied += 1
     done.mended += mending
     paid_replacement(local.location, entry.step, entry.key)
+
+
+def _upload_in_time(done: Transfer, remote: ObjectStore, entry: Entry, folder: Path,
+                    replace: bool, found: Mapping[str, Any] | None) -> Upload | None:
+    """``remote.upload`` of ``entry``, sent as a run sends a held upload
+    (:meth:`HeldUploads.now`); None when given up, the store moving none of it for
+    ``cache_upload_timeout_seconds`` (then noted in ``done``: the push stops there)."""
+    got: list[Upload] = []
+
+    def send() -> bool:
+        got.append(remote.upload(entry.step, entry.key, folder, meta=entry.meta,
+                                 replace=replace, found=found))
+        return True
+
+    held = HeldUploads.now(send, remote.url, (entry.step, entry.key))
+    if held.unanswered:  # (its thread may end it yet: uncounted, a later push finds it)
+        done.unanswered = next(iter(held.unanswered.items()))
+        done.unsent += 1
+        return None
+    return got[0]
 
 
 def _intact(local: Store, entry: Entry) -> bool:

@@ -434,7 +434,9 @@ def _cache_sync(args: argparse.Namespace) -> int:
         _refuse_missing_source(args.cache_dir)
     done = sync(args.action, args.url, args.cache_dir, check=getattr(args, "check", False))
     print(done.line(args.action))
-    return 1 if done.unusable or done.damaged else 0
+    if (unanswered := done.unanswered_line()) is not None:
+        print(f"dagnb: {unanswered}", file=sys.stderr)
+    return 1 if done.unusable or done.damaged or unanswered else 0
 
 
 def _refuse_missing_source(given: str | None) -> None:

@@ -41,8 +41,9 @@ The file format (every key optional)::
       cache_local_directory: .dagnb_cache   # a URL's local read-through tier
       cache_storage_options:            # passed to the store library (fsspec); never
         endpoint_url: http://minio:9000 # credentials: those come from its environment
-      cache_upload_timeout_seconds: 1m  # a run gives up an upload the store moves none
-                                        # of for this long (it stays for a later run)
+      cache_upload_timeout_seconds: 1m  # an upload (a run's, a save's, a push's) the store
+                                        # moves none of for this long is given up (the
+                                        # entry stays local, for a later run or push)
       cache_ttl_seconds: 7d
       cache_version: "1.10"             # text: quoted, as YAML reads 1.10 as 1.1
       pin_images: false                 # key container steps by image digest (images.json)
@@ -123,8 +124,8 @@ class Settings:
     cache_directory: str = ".dagnb_cache"  # or a store URL (s3://bucket/prefix, ...)
     cache_local_directory: str = ".dagnb_cache"  # the local tier of a store URL
     cache_storage_options: dict[str, Any] | None = None  # fsspec options, no credentials
-    # seconds a run waits on a store that moves none of an upload it holds at a step's
-    # end (see dagnb.cache.remote.HeldUploads); the entry stays unsent for a later run
+    # seconds an upload waits on a store that moves none of it (a run's at a step's end,
+    # a save's, a push's: see dagnb.cache.remote.HeldUploads); the entry stays unsent
     cache_upload_timeout_seconds: float | None = 60.0  # (None: no limit)
     cache_ttl_seconds: float | None = None
     cache_version: str = ""

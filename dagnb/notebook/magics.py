@@ -701,7 +701,8 @@ def _cmd_cache(self: DaggerMagics, rest: str) -> Any:
         names = [name for name in names if name != "--check"]
     if action in ("push", "pull") and len(names) <= 1:
         done = sync(action, *names, check=check, command="%dagger cache")
-        return Text(done.line(action))
+        unanswered = done.unanswered_line()
+        return Text(done.line(action) + ("" if unanswered is None else f"\n{unanswered}"))
     if action in _CLEAR_WORDS:
         raise UsageError(f"%dagger cache {action!r} is not a cache command; did you mean "
                          f"%dagger cache {shlex.join(['clear', *(names or ['NAME'])])}?")

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from dagnb import checks
 from dagnb.cache.entry import PackedEntry
 from dagnb.cache.images import image_label
-from dagnb.cache.remote import HeldUploads
+from dagnb.cache.remote import HeldUploads, unanswered_words
 from dagnb.cache.secret_scan import (
     SecretsInForce,
     by_distinct_names,
@@ -1372,11 +1372,9 @@ class Scheduler:
 def _unanswered_line(store: str, deadline: float, count: int) -> str:
     """What a run says of a store (its URL, no credentials) that moved none of an upload
     for ``deadline`` seconds: ``count`` entries left unsent, and what sends them."""
-    entries, them = ("1 entry", "it") if count == 1 else (f"{count} entries", "them")
-    return (f"remote cache {store!r} did not answer an upload for {deadline:g} s "
-            f"(cache_upload_timeout_seconds): {entries} left unsent, kept in the local "
-            f"tier; the next run served {them} from the tier uploads {them}, or dagnb "
-            "cache push does")
+    them = "it" if count == 1 else "them"
+    return (unanswered_words(store, deadline, count) + f", kept in the local tier; the next "
+            f"run served {them} from the tier uploads {them}, or dagnb cache push does")
 
 
 def _another_run(holder: int | None, step: str, run: Run) -> str:
