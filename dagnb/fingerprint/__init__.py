@@ -34,6 +34,7 @@ from dagnb.fingerprint.code import (
     code_with_values,
     environ_read,
     environ_unkeyed,
+    first_imports_watched,
     global_values,
     globals_read,
     keyed_before_imports,
@@ -78,6 +79,7 @@ __all__ = [
     "directory_digest",
     "environ_read",
     "environ_unkeyed",
+    "first_imports_watched",
     "flush_stat_cache",
     "get_hash_algorithm",
     "global_values",
@@ -106,4 +108,5 @@ def set_hash_algorithm(name: str) -> None:
     hashers.select(name)
     _CODE_CACHE.clear()
     first_imports.KEYED_BEFORE.clear()
+    first_imports.FRESH.clear()
     _stat_cache().clear_memory()
