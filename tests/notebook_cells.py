@@ -49,6 +49,19 @@ def started_kernel(folder: Path, env: Mapping[str, str], *, unset: tuple[str, ..
             yield client
 
 
+@contextlib.contextmanager
+def kernel_beside(folder: Path, files: Mapping[str, str], kind: type[LiveKernel],
+                  timeout: int = 120) -> Iterator[Any]:
+    """A ``kind`` of :class:`LiveKernel` (started: its ``start()`` run) in ``folder``,
+    with ``files`` (name -> text) written there first, dagnb's widgets off."""
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    with started_kernel(folder, KERNEL_ENV, timeout=timeout) as client:
+        kernel = kind(client)
+        kernel.start()
+        yield kernel
+
+
 def printed(cell: nbformat.NotebookNode) -> str:
     """What a run cell printed."""
     return "".join(output.get("text", "") for output in cell.outputs)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from notebook_cells import KERNEL_ENV, LiveKernel, started_kernel
+from notebook_cells import LiveKernel, kernel_beside
 
 HELPERS = "RATE = 2\n\ndef f(x):\n    return x * RATE\n"
 
@@ -39,10 +39,7 @@ class Kernel(LiveKernel):
 
 @pytest.fixture
 def kernel(tmp_path: Path) -> Iterator[Kernel]:
-    (tmp_path / "helpers.py").write_text(HELPERS)
-    with started_kernel(tmp_path, KERNEL_ENV, timeout=120) as client:
-        kernel = Kernel(client)
-        kernel.start()
+    with kernel_beside(tmp_path, {"helpers.py": HELPERS}, Kernel) as kernel:
         yield kernel
 
 

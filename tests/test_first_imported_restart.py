@@ -18,7 +18,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from notebook_cells import KERNEL_ENV, LiveKernel, started_kernel
+from notebook_cells import KERNEL_ENV, LiveKernel, kernel_beside
 
 HELPERS = "FACTOR = 2\n\ndef f(x):\n    return x * FACTOR\n"
 
@@ -45,10 +45,7 @@ class Kernel(LiveKernel):
 
 @pytest.fixture
 def kernel(tmp_path: Path) -> Iterator[Kernel]:
-    (tmp_path / "helpers.py").write_text(HELPERS)
-    with started_kernel(tmp_path, KERNEL_ENV, timeout=120) as client:
-        kernel = Kernel(client)
-        kernel.start()
+    with kernel_beside(tmp_path, {"helpers.py": HELPERS}, Kernel) as kernel:
         yield kernel
 
 

@@ -178,11 +178,15 @@ def test_a_held_upload_the_store_never_answers_is_given_up_and_said(
     assert took < 15, f"the run took {took:.1f} s"
 
 
-def test_sigterm_ends_a_run_stuck_on_an_upload_the_store_never_answers(
-        tmp_path: Path, silent: SilentStore) -> None:
+@pytest.mark.parametrize(("command", "said"), [
+    (_COMMAND, "h's entry was not uploaded to"),  # a run's upload, held
+    (_PUSH, "dagnb: interrupted"),  # a push's, outside a run
+], ids=["run", "push"])
+def test_sigterm_ends_what_is_stuck_on_an_upload_the_store_never_answers(
+        tmp_path: Path, silent: SilentStore, command: list[str], said: str) -> None:
     folder = _folder(tmp_path)
-    run = subprocess.Popen(_COMMAND, cwd=folder, env=_env(folder, silent.endpoint, "10m"),
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, cwd=folder, env=_env(folder, silent.endpoint, "10m"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def stuck() -> bool:
         if not silent.put_begun():
@@ -190,12 +194,11 @@ def test_sigterm_ends_a_run_stuck_on_an_upload_the_store_never_answers(
         time.sleep(0.5)  # (stuck there: the store says nothing)
         return True
 
-    out, err, took = signalled_once(run, stuck, signal.SIGTERM, timeout=20)
-    assert run.returncode == 128 + signal.SIGTERM, out + err
-    assert "h's entry was not uploaded to" in err, err
+    out, err, took = signalled_once(process, stuck, signal.SIGTERM, timeout=20)
+    assert process.returncode == 128 + signal.SIGTERM, out + err
+    assert said in err, err
     assert _unsent(folder) == ["h"]
-    assert took < 5, f"SIGTERM took {took:.1f} s to end the run"
-    print(f"SIGTERM ended the run in {took:.1f} s")
+    assert took < 5, f"SIGTERM took {took:.1f} s to end it"
 
 
 def test_a_push_the_store_never_answers_is_given_up_said_and_loses_nothing(
@@ -219,24 +222,6 @@ def test_a_push_the_store_never_answers_is_given_up_said_and_loses_nothing(
                            capture_output=True, text=True, timeout=60)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "push: 2 entries copied, 0 already there" in again.stdout, again.stdout
-
-
-def test_sigterm_ends_a_push_stuck_on_an_upload_the_store_never_answers(
-        tmp_path: Path, silent: SilentStore) -> None:
-    folder = _folder(tmp_path)
-    push = subprocess.Popen(_PUSH, cwd=folder, env=_env(folder, silent.endpoint, "10m"),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def stuck() -> bool:
-        if not silent.put_begun():
-            return False
-        time.sleep(0.5)  # (stuck there: the store says nothing)
-        return True
-
-    out, err, took = signalled_once(push, stuck, signal.SIGTERM, timeout=20)
-    assert push.returncode == 128 + signal.SIGTERM, out + err
-    assert "dagnb: interrupted" in err, err
-    assert took < 5, f"SIGTERM took {took:.1f} s to end the push"
 
 
 _SAVE = """\
