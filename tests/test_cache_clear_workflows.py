@@ -85,3 +85,16 @@ def test_a_step_of_one_workflow_clears_as_before(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     assert main(["cache", "clear", "--step", "a"]) == 0
     assert capsys.readouterr().out.startswith("removed 1 cache entry of step 'a' from ")
+
+
+def test_a_notebooks_clear_of_its_step_keeps_a_workflow_files_step_of_that_name(
+        shell, workdir: Path, capsys):
+    (workdir / "sales.yml").write_text("name: sales\nsteps:\n  load:\n    run: echo sales\n")
+    assert main(["run", "sales.yml", "--executor", "local"]) == 0
+    shell.run_cell_magic("dagger", "load", "echo notebook\n")
+    capsys.readouterr()
+    assert shell.run_line_magic("dagger", "cache clear load") == "removed 1 cache entry of 'load'"
+    rows = _listed(capsys)
+    assert [row[0] for row in rows[1:]] == ["load"]  # (sales' own, kept)
+    assert main(["plan", "sales.yml"]) == 0
+    assert "none would run" in capsys.readouterr().out

@@ -213,9 +213,9 @@ class Housekeeping:
         return max(0, sum(self._packs.sizes.values()) - live)
 
     def clear(self, step: str | None = None, older_than: float | str | None = None,
-              workflows: Collection[str] | None = None) -> int:
+              workflows: Collection[str | None] | None = None) -> int:
         """Remove entries (of one step; created more than ``older_than`` ago; saved by
-        runs of the ``workflows`` named); how many.
+        runs of the ``workflows`` named, None for those of none); how many.
 
         ``older_than`` is seconds or a duration such as ``"1d"``. Clearing everything
         also deletes damaged entries moved aside; any clear, temporary folders a crash

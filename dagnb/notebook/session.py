@@ -713,8 +713,11 @@ class Session:
 
     def clear_cache(self, step: str | None = None, older_than: float | None = None) -> int:
         """Remove entries (of one step; created more than ``older_than`` seconds ago)
-        from the configured cache; how many."""
-        return store_for().clear(step, older_than)
+        from the configured cache; how many. A step's are this notebook's alone (and
+        those saved before entries said their workflow): a workflow file sharing the
+        folder may have a step of that name too."""
+        workflows = None if step is None else (self.graph.name, None)
+        return store_for().clear(step, older_than, workflows)
 
     def reset(self) -> int:
         """Forget the graph, the last run and the published results; cancel the
