@@ -557,7 +557,10 @@ def _read_text(path: Path) -> str:
 def file_values(path: Path) -> dict[str, Any]:
     """The checked settings of one config file (keys are Settings field names)."""
     where = _describe(path)
-    data = canonical_file(_read_file(path), where)
+    data = _read_file(path)
+    if path.name != "pyproject.toml":  # (TOML has no base-60 numbers)
+        _refuse_base_60(path, data, where)
+    data = canonical_file(data, where)
     values: dict[str, Any] = {}
     for key, raw in data.items():
         if key in DEFAULT_KEYS or (key in DEFAULTS_ALIASES and key not in TOP_KEYS):
@@ -576,6 +579,41 @@ def file_values(path: Path) -> dict[str, Any]:
             # (~ first, as a DAGNB_* path and --cache-dir: a folder named '~' here is no one's)
             values[key] = str((path.parent / Path(values[key]).expanduser()).resolve())
     return values
+
+
+# The settings that are durations (``10m`` or seconds), and those that are seconds (a
+# number only), as the file may spell them (aliases too)
+_DURATION_KEYS = ("timeout_seconds", "step_timeout_seconds", "cache_upload_timeout_seconds",
+                  "cache_ttl_seconds")
+_SECONDS_KEYS = ("retry_backoff_factor", "retry_jitter", "jitter")
+
+
+def _refuse_base_60(path: Path, data: Mapping[str, Any], where: str) -> None:
+    """Refuse a duration YAML 1.1 read as a base-60 number: ``timeout_seconds: 2:00`` was
+    120 s without a word (``DAGNB_TIMEOUT_SECONDS=2:00`` and ``--timeout 2:00`` are
+    refused). The file is read again, its numbers as written, only when a duration
+    setting holds a number."""
+    defaults = data.get("workflow_defaults")
+    holders = [(data, where, "")]
+    if isinstance(defaults, Mapping):
+        holders.append((defaults, f"{where}: workflow_defaults", "workflow_defaults"))
+    keys = (*_DURATION_KEYS, *_SECONDS_KEYS)
+    if not any(isinstance(holder.get(key), (int, float)) for holder, _, _ in holders
+               for key in keys):
+        return
+    import yaml
+
+    from dagnb.config.yaml_keys import WrittenKeyLoader, base_60_misread
+
+    written = yaml.load(_read_text(path), Loader=WrittenKeyLoader)
+    for holder, there, under in holders:
+        texts = written.get(under) if under else written
+        for key in keys:
+            text = texts.get(key) if isinstance(texts, Mapping) else None
+            message = base_60_misread(key, holder.get(key), text,
+                                      units=key in _DURATION_KEYS)
+            if message:
+                raise ConfigError(f"{there}: {message}")
 
 
 def _defaults_values(raw: Any, where: str) -> dict[str, Any]:

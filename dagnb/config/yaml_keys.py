@@ -13,7 +13,8 @@ from typing import Any
 
 import yaml
 
-__all__ = ["SYNTAX_FIXES", "DuplicateKeyError", "UniqueKeyLoader", "yaml_message"]
+__all__ = ["SYNTAX_FIXES", "DuplicateKeyError", "UniqueKeyLoader", "WrittenKeyLoader",
+           "base_60_misread", "yaml_message"]
 
 # PyYAML's words for the syntax mistakes a file's author makes most, and the fix of each
 # (its words alone name none)
@@ -77,3 +78,49 @@ class UniqueKeyLoader(yaml.SafeLoader):
             if key in seen:
                 raise DuplicateKeyError(key, key_node.start_mark)
             seen.add(key)
+
+
+class WrittenKeyLoader(UniqueKeyLoader):
+    """:class:`UniqueKeyLoader` reading numbers, booleans and nulls as the text written
+    (``1:30``, not 90), for :func:`base_60_misread`."""
+
+
+for _tag in ("int", "float", "bool", "null"):
+    WrittenKeyLoader.add_constructor(f"tag:yaml.org,2002:{_tag}",
+                                     yaml.constructor.SafeConstructor.construct_scalar)
+
+
+def base_60_misread(key: str, value: Any, text: Any, *, units: bool = True) -> str:
+    """The message refusing a duration that YAML 1.1 read as a base-60 number (``timeout:
+    1:30`` is 90, ``ttl: 12:00`` 720: silently 90 s and 12 minutes where 1 h 30 and 12 h
+    may have been meant); "" for any other ``value``. ``text``: ``value`` as written;
+    ``units``: the field takes ``90s``-style text (else only a number of seconds)."""
+    if (not isinstance(text, str) or ":" not in text or isinstance(value, bool)
+            or not isinstance(value, (int, float))):
+        return ""
+    seconds = f"{value:g}"
+    digits = text.strip().replace("_", "")
+    sign = "-" if digits.startswith("-") else ""
+    parts = [float(part) for part in digits.lstrip("+-").split(":")]
+    readings = []  # (as a duration such as 1h30m, its seconds): H:MM, M:SS or H:MM:SS
+    for units_of in {2: ("hm", "ms"), 3: ("hms",)}.get(len(parts), ()):
+        kept = [(part, unit) for part, unit in zip(parts, units_of, strict=True) if part]
+        if kept:
+            total = sum(part * _UNIT_SECONDS[unit] for part, unit in kept)
+            readings.append((sign + "".join(f"{part:g}{unit}" for part, unit in kept),
+                             float(f"{sign}{total}")))
+    if units:
+        fix = "write " + _either(list(dict.fromkeys(
+            [f"{seconds}s", *(written for written, _ in readings)])))
+    else:
+        fix = "write the seconds: " + (_either(
+            [f"{total:g} ({written})" for written, total in readings]) or seconds)
+    return f"{key} {text} reads as {seconds} s in YAML; {fix}"
+
+
+_UNIT_SECONDS = {"h": 3600, "m": 60, "s": 1}
+
+
+def _either(choices: list[str]) -> str:
+    return " or ".join(choices) if len(choices) < 3 else (
+        f"{', '.join(choices[:-1])} or {choices[-1]}")

@@ -65,7 +65,7 @@ from typing import Any
 import yaml
 
 from dagnb import checks
-from dagnb.config.yaml_keys import SYNTAX_FIXES, yaml_message
+from dagnb.config.yaml_keys import SYNTAX_FIXES, base_60_misread, yaml_message
 from dagnb.errors import CycleError, DagnbError, WorkflowError
 from dagnb.model.graph import Graph, unknown_need_message
 from dagnb.model.masking import SecretFinder
@@ -375,6 +375,7 @@ def _check_as_written(data: Any, written: Any, source: str) -> None:
     _check_name(data.get("name"), _at(written, "name"), source)
     _check_step_names(data.get("steps"), _at(written, "steps"), source)
     _check_params(data, written, source)
+    _check_durations(data, written, source)
     for where, holder, key, text in _text_values(data, written):
         value = holder[key]
         if isinstance(value, float) and isinstance(text, str) and EXPONENT_FLOAT.match(text):
@@ -419,6 +420,33 @@ def _check_step_names(steps: Any, written: Any, source: str) -> None:
         if reading:
             raise WorkflowError(f"{source}: step name {text} reads as {reading} in YAML; "
                                 f"quote it: \"{text}\" (and where a step needs it)")
+
+
+# The step fields that are durations (``10m`` or seconds), in either spelling, and the
+# retry settings that are seconds (a number only), at a step's top (the platform's) or in
+# its ``retries``.
+_DURATION_FIELDS = ("timeout", "timeout_seconds", "ttl", "cache_ttl_seconds")
+_SECONDS_FIELDS = ("backoff_factor", "retry_backoff_factor", "max_delay", "jitter",
+                   "retry_jitter")
+
+
+def _check_durations(data: Any, written: Any, source: str) -> None:
+    """Refuse a duration YAML 1.1 read as a base-60 number: ``timeout: 1:30`` was 90 s
+    and ``ttl: 12:00`` 12 minutes without a word, where ``--timeout 1:30``, ``"1:30"``
+    and a param's bare ``9:45`` are refused."""
+    for where, fields, texts in _fields_written(data, written):
+        if not isinstance(fields, Mapping):
+            continue
+        retries, retries_text = fields.get("retries"), _at(texts, "retries")
+        for holder, holder_text, prefix in ((fields, texts, where),
+                                            (retries, retries_text, f"{where}: retries")):
+            if not isinstance(holder, Mapping):
+                continue
+            for key in (*_DURATION_FIELDS, *_SECONDS_FIELDS):
+                message = base_60_misread(key, holder.get(key), _at(holder_text, key),
+                                          units=key in _DURATION_FIELDS)
+                if message:
+                    raise WorkflowError(f"{source}: {prefix}: {message}")
 
 
 def _misread(value: Any, text: str) -> str:

@@ -1,0 +1,88 @@
+"""The dagnb command as QA found it (pass 5): a duration YAML read as base 60, plan
+saying "would run" where run refuses, a shell command's trailing newline re-running its
+step, and the cache beside a workflow unsaid by plan, explain, logs and history."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dagnb.cli import main
+
+# -- 1. a duration written 1:30 --------------------------------------------------------
+
+
+@pytest.mark.parametrize(("fields", "line"), [
+    ("    timeout: 1:30\n",
+     "step 'a': timeout 1:30 reads as 90 s in YAML; write 90s, 1h30m or 1m30s"),
+    ("    ttl: 12:00\n",
+     "step 'a': ttl 12:00 reads as 720 s in YAML; write 720s, 12h or 12m"),
+    ("    timeout_seconds: 1:30:00\n",
+     "step 'a': timeout_seconds 1:30:00 reads as 5400 s in YAML; write 5400s or 1h30m"),
+    ("    cache_ttl_seconds: 2:00\n",
+     "step 'a': cache_ttl_seconds 2:00 reads as 120 s in YAML; write 120s, 2h or 2m"),
+    ("    retries: {max_retries: 2, max_delay: 1:00}\n",
+     "step 'a': retries: max_delay 1:00 reads as 60 s in YAML; write the seconds: 3600 (1h)"
+     " or 60 (1m)"),
+    ("    retries:\n      backoff_factor: 1:30\n",
+     "step 'a': retries: backoff_factor 1:30 reads as 90 s in YAML; write the seconds: "
+     "5400 (1h30m) or 90 (1m30s)"),
+    ("    retry_jitter: 1:30\n",
+     "step 'a': retry_jitter 1:30 reads as 90 s in YAML; write the seconds: 5400 (1h30m) "
+     "or 90 (1m30s)"),
+])
+def test_a_duration_field_written_as_a_base_60_number_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        fields: str, line: str) -> None:
+    """YAML 1.1 reads a bare ``1:30`` as 90: ``timeout: 1:30`` was 90 s and ``ttl: 12:00``
+    12 minutes without a word, where ``--timeout 1:30`` and ``"1:30"`` are refused."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "wf.yml").write_text(f"name: x\nsteps:\n  a:\n    run: echo hi\n{fields}")
+    assert main(["validate", "wf.yml"]) == 2
+    assert capsys.readouterr().err == f"dagnb: error: wf.yml: {line}\n"
+
+
+def test_a_defaults_duration_written_as_a_base_60_number_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "wf.yml").write_text("workflow_defaults:\n  timeout_seconds: 2:00\n"
+                                     "steps:\n  - name: a\n    command: echo hi\n")
+    assert main(["validate", "wf.yml"]) == 2
+    assert capsys.readouterr().err == (
+        "dagnb: error: wf.yml: workflow_defaults: timeout_seconds 2:00 reads as 120 s in "
+        "YAML; write 120s, 2h or 2m\n")
+
+
+def test_durations_written_otherwise_still_load(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "wf.yml").write_text(
+        "steps:\n  a:\n    run: echo hi\n    timeout: 90\n    ttl: 1h30m\n"
+        "    retries: {max_retries: 2, max_delay: 60, jitter: 0.5}\n")
+    assert main(["validate", "wf.yml"]) == 0
+    assert capsys.readouterr().out == "wf.yml: 1 step, valid\n"
+
+
+@pytest.mark.parametrize(("text", "line"), [
+    ("timeout_seconds: 2:00\n",
+     "timeout_seconds 2:00 reads as 120 s in YAML; write 120s, 2h or 2m"),
+    ("workflow_defaults:\n  timeout_seconds: 1:00\n",
+     "workflow_defaults: timeout_seconds 1:00 reads as 60 s in YAML; write 60s, 1h or 1m"),
+    ("workflow_defaults:\n  cache_ttl_seconds: 12:00\n",
+     "workflow_defaults: cache_ttl_seconds 12:00 reads as 720 s in YAML; write 720s, 12h "
+     "or 12m"),
+    ("workflow_defaults:\n  retry_backoff_factor: 1:30\n",
+     "workflow_defaults: retry_backoff_factor 1:30 reads as 90 s in YAML; write the "
+     "seconds: 5400 (1h30m) or 90 (1m30s)"),
+])
+def test_a_config_duration_written_as_a_base_60_number_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        text: str, line: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DAGNB_CONFIG", raising=False)
+    (tmp_path / "dagnb.yaml").write_text(text)
+    assert main(["config", "show"]) == 2
+    assert capsys.readouterr().err == f"dagnb: error: {tmp_path / 'dagnb.yaml'}: {line}\n"
