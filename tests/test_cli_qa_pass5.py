@@ -86,3 +86,44 @@ def test_a_config_duration_written_as_a_base_60_number_is_refused(
     (tmp_path / "dagnb.yaml").write_text(text)
     assert main(["config", "show"]) == 2
     assert capsys.readouterr().err == f"dagnb: error: {tmp_path / 'dagnb.yaml'}: {line}\n"
+
+
+# -- 2. plan refuses where run refuses -------------------------------------------------
+
+_SECRET_PARAM = ("name: s\nsteps:\n  fetch:\n    secrets: [API_TOKEN]\n"
+                 "    params: {account: demo}\n"
+                 "    run: echo \"fetching $DAGNB_PARAM_ACCOUNT\"\n")
+_TOKEN = "tok-ABCDEF123456"
+
+
+def test_plan_refuses_a_param_holding_a_secret_as_the_run_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """plan said "1 would run" and exited 0 where run refused before anything ran."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("API_TOKEN", _TOKEN)
+    (tmp_path / "wf.yml").write_text(_SECRET_PARAM)
+    argv = ["wf.yml", "-p", f"account={_TOKEN}", "--executor", "local"]
+    assert main(["run", *argv]) == 2
+    refused = capsys.readouterr().err.strip().splitlines()[-1].removeprefix("dagnb: error: ")
+    assert refused.startswith("step 'fetch': param 'account' holds the value of secret "
+                              "'API_TOKEN'")
+    assert main(["plan", *argv]) == 2
+    out, err = capsys.readouterr()
+    assert out.splitlines()[-1] == f"dagnb run would refuse before running anything: {refused}"
+    assert _TOKEN not in out + err
+
+
+def test_plan_says_a_step_whose_workdir_is_missing_fails_as_validate_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "wf.yml").write_text(
+        "steps:\n  a:\n    run: echo a\n    workdir: nodir\n    executor: local\n")
+    assert main(["validate", "wf.yml"]) == 2
+    refused = capsys.readouterr().err.strip().removeprefix("dagnb: error: ")
+    assert main(["plan", "wf.yml"]) == 2
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        f"dagnb run would fail a step as it starts: {refused}")
+    (tmp_path / "nodir").mkdir()
+    assert main(["plan", "wf.yml"]) == 0

@@ -11,9 +11,12 @@ why a step would run, without running anything (the notebook's ``%dagger plan`` 
 Both read the cache and write nothing (no hit counted, no entry made); both exit 0
 whatever they find (``dagnb run --cache-mode fail-on-miss`` exits 2 when steps would run),
 but ``plan`` exits 2, saying why in its last line, where the run would refuse before
-running anything: its cache mode (``--cache-mode``, else the setting) is ``fail-on-miss``
-and a step would or may run, or a step that would run needs a secret that is not set,
-or a Dagger engine that cannot be reached.
+running anything (by the run's own checks, in its words): a param or env value holds a
+secret's value, a mount's path does not exist, its cache mode (``--cache-mode``, else
+the setting) is ``fail-on-miss`` and a step would or may run, or a step that would run
+needs a secret that is not set, or a Dagger engine that cannot be reached; and where a
+step that would run fails as it starts (its workdir no folder here, as ``dagnb
+validate`` says).
 A step keyed on the result of one that runs *may run* (counted apart: early cut-off
 serves it if that result comes out the same); a ``cache: session`` step runs in each
 ``dagnb run``, a process of its own.
@@ -75,11 +78,48 @@ def plan(graph: Any, args: argparse.Namespace) -> int:
                      cache_mode=mode)
     print(plan_table(rows, args.workflow))
     print(_summary(rows))
-    refusal = _missed(rows, mode) or _run_refusal(graph, rows, args.executor)
-    if refusal is None:
+    refusal = (_start_refusal(graph, rows, args.cache_dir) or _missed(rows, mode)
+               or _run_refusal(graph, rows, args.executor))
+    if refusal is not None:
+        print(f"dagnb run would refuse before running anything: {refusal}")
+        return 2  # (as the run exits)
+    failing = _failing_at_once(graph, rows, args.workflow)
+    if failing is None:
         return 0
-    print(f"dagnb run would refuse before running anything: {refusal}")
-    return 2  # (as the run exits)
+    print(f"dagnb run would fail a step as it starts: {failing}")
+    return 2  # (as validate exits)
+
+
+def _start_refusal(graph: Any, rows: list[dict[str, Any]],
+                   cache_directory: str | None) -> str | None:
+    """What the run refuses of its steps before it looks at the cache (a mount's path
+    that does not exist, a param holding a secret's value, ...), in its words, by its own
+    check (:func:`~dagnb.runtime.prepare.refuse_at_start`); None when it has nothing."""
+    from dagnb.errors import DagnbError
+    from dagnb.runtime.prepare import refuse_at_start
+    from dagnb.runtime.selection import selection_of
+
+    try:
+        refuse_at_start(graph, selection_of(graph, [row["step"] for row in rows]),
+                        cache_directory)
+    except DagnbError as refused:
+        return str(refused)
+    return None
+
+
+def _failing_at_once(graph: Any, rows: list[dict[str, Any]], workflow: str) -> str | None:
+    """``dagnb validate``'s refusal of a step the run starts but that fails at once (its
+    workdir no folder here), for the steps that would or may run; None otherwise."""
+    from dagnb.errors import DagnbError
+    from dagnb.runtime.plan import CACHED
+    from dagnb.workflows.loader import refuse_missing_workdirs
+
+    try:
+        refuse_missing_workdirs(graph, workflow,
+                                [row["step"] for row in rows if row["state"] != CACHED])
+    except DagnbError as refused:
+        return str(refused)
+    return None
 
 
 def _missed(rows: list[dict[str, Any]], mode: str | None) -> str | None:

@@ -71,8 +71,8 @@ from dagnb.runtime.unmounted import NOTEBOOK_WORDS, PYTHON_WORDS, WORKFLOW_WORDS
 if TYPE_CHECKING:
     from dagnb.model.graph import Graph
 
-__all__ = ["prepare", "refuse_services_off_dagger", "require_engine", "run_graph_async",
-           "run_graph_sync", "start_background"]
+__all__ = ["prepare", "refuse_at_start", "refuse_services_off_dagger", "require_engine",
+           "run_graph_async", "run_graph_sync", "start_background"]
 
 
 def _refuse_in_a_reimported_script() -> None:
@@ -458,11 +458,7 @@ def prepare(
     selected = selection_of(graph, order)  # (what the checks look at, kept a while)
     steps = dict(selected.steps)  # (the Run's own)
     base_dir = _resolved(graph.base_dir or ".", cwd)
-    if selected.mounting:  # (most mount none)
-        graph.check_mounts(selected.mounting, base_dir)
-    check_retries(selected.odd_retries)
-    # (a step with no params and no env holds no secret's value)
-    check_secret_values(graph, _writing_params(graph, selected), cache_directory)
+    refuse_at_start(graph, selected, cache_directory, base_dir)
     refreshed = _refresh(graph, refresh, skip_cache)
     if max_concurrency is not None and (
         isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int)
@@ -579,6 +575,20 @@ def _writing_params(graph: Graph, selected: Selection) -> list[Step]:
     steps = selected.steps
     return [step for step in graph
             if step.name in steps or not given.keys().isdisjoint(step.params)]
+
+
+def refuse_at_start(graph: Graph, selected: Selection, cache_directory: str | Path | None,
+                    base_dir: Path | None = None) -> None:
+    """Refuse what a run of the ``selected`` steps refuses before anything runs without
+    looking at the cache: a mount's path that does not exist, ``retries`` the retry layer
+    refuses, a param or env value holding the value of a secret (the store's of
+    ``cache_directory`` too). :func:`prepare`'s checks, and ``dagnb plan``'s, which says
+    the run would refuse (``base_dir``: the graph's when None)."""
+    if selected.mounting:  # (most mount none)
+        graph.check_mounts(selected.mounting, base_dir)
+    check_retries(selected.odd_retries)
+    # (a step with no params and no env holds no secret's value)
+    check_secret_values(graph, _writing_params(graph, selected), cache_directory)
 
 
 def check_secret_values(graph: Graph, steps: Iterable[Step] | None = None,

@@ -125,15 +125,17 @@ def load(path: str | Path) -> Graph:
     return graph
 
 
-def refuse_missing_workdirs(graph: Graph, source: str) -> None:
+def refuse_missing_workdirs(graph: Graph, source: str,
+                            names: Iterable[str] | None = None) -> None:
     """Refuse, in the run's words (:func:`dagnb.executors.workdir.workdir_of`), a workdir
     that is no folder here and that no mount maps here, of a step that surely runs on this
     machine and before any other step of the run could make it (one that needs none).
     A container makes its workdir; a step that needs others may run in a folder they
     make (``mkdir build``). (``dagnb validate``'s, as its check of mounts: a notebook's
-    ``%dagger load`` may be followed by a cell that makes the folder.)"""
+    ``%dagger load`` may be followed by a cell that makes the folder; and ``dagnb
+    plan``'s, of the steps that would run: ``names``, None for all.)"""
     base = graph.base_dir or Path.cwd()
-    for step in graph:
+    for step in graph if names is None else graph.steps_of(names).values():
         if step.workdir is None or step.needs or any(
                 path.is_dir() for path in host_folders(base, step.workdir, step.mounts)):
             continue
