@@ -127,3 +127,50 @@ def test_plan_says_a_step_whose_workdir_is_missing_fails_as_validate_does(
         f"dagnb run would fail a step as it starts: {refused}")
     (tmp_path / "nodir").mkdir()
     assert main(["plan", "wf.yml"]) == 0
+
+
+# -- 3. whitespace at the end of a shell command ---------------------------------------
+
+
+def _plan_reason(capsys: pytest.CaptureFixture[str]) -> str:
+    assert main(["plan", "wf.yml", "--executor", "local"]) == 0
+    return capsys.readouterr().out.splitlines()[1].split(None, 3)[3]
+
+
+@pytest.mark.parametrize(("first", "then"), [
+    ("    run: echo a > $DAGNB_OUT/a.txt\n", "    run: |\n      echo a > $DAGNB_OUT/a.txt\n"),
+    ("    run: |\n      echo a > $DAGNB_OUT/a.txt\n      echo b > $DAGNB_OUT/b.txt\n",
+     "    run: |-\n      echo a > $DAGNB_OUT/a.txt\n      echo b > $DAGNB_OUT/b.txt\n"),
+    ("    run: 'echo a > $DAGNB_OUT/a.txt  '\n", "    run: echo a > $DAGNB_OUT/a.txt\n"),
+])
+def test_a_shell_command_rewritten_with_another_ending_is_still_cached(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        first: str, then: str) -> None:
+    """``run: |`` ends the text with a newline that a one-line ``run:`` (and ``|-``)
+    does not: the step ran again, and plan said "command changed echo a > … → echo a >
+    …", two texts alike (or "command changed" and no diff at all)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "wf.yml").write_text(f"steps:\n  a:\n{first}")
+    assert main(["run", "wf.yml", "--executor", "local"]) == 0
+    (tmp_path / "wf.yml").write_text(f"steps:\n  a:\n{then}")
+    capsys.readouterr()
+    assert _plan_reason(capsys) == "cached"
+    assert main(["run", "wf.yml", "--executor", "local"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1].endswith("1 cached")
+
+
+def test_explain_says_which_whitespace_changed_where_it_counts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A final backslash is one (``echo a \\``), and before a newline it continues the
+    line: the key tells them apart, and the sentence says what differs, not two texts
+    that look the same."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "wf.yml").write_text("steps:\n  a:\n    run: 'echo a \\'\n")
+    assert main(["run", "wf.yml", "--executor", "local"]) == 0
+    (tmp_path / "wf.yml").write_text("steps:\n  a:\n    run: |\n      echo a \\\n")
+    capsys.readouterr()
+    reason = "command changed, only in whitespace at its end (none → '\\n')"
+    assert _plan_reason(capsys) == reason
+    assert main(["explain", "wf.yml", "a", "--executor", "local"]) == 0
+    assert capsys.readouterr().out == f"{reason}\n"

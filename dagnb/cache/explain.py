@@ -38,6 +38,7 @@ from dagnb.cache.keys import (
 )
 from dagnb.cache.remote import RemoteBackend, newer_format_words
 from dagnb.cache.store import Entry, GlancedEntry, Store
+from dagnb.checks import short_repr
 
 __all__ = ["Change", "explain", "explain_changes", "explain_frame", "without_diff"]
 
@@ -291,6 +292,8 @@ def _sentence(name: str, change: str, before: str, after: str,
     if head == "code":
         return _code_sentence(before, after)
     if head == "command" and change == "changed":
+        if before.splitlines() == after.splitlines() or before.strip() == after.strip():
+            return f"command changed, {_whitespace_changed(before, after)}"  # (no diff)
         if "\n" in before.strip() + after.strip():
             return _code_sentence(before, after, "command changed")  # (a script: line by line)
         # one line each, less a cell's last newline: the sentence stays on one line, which
@@ -396,6 +399,23 @@ def without_diff(reason: str, shows: str) -> str:
     it, every line break an escape, could not be read."""
     said, diff_start, _ = reason.partition(DIFF_START)
     return f"{said} ({shows} shows the diff)" if diff_start else reason
+
+
+def _whitespace_changed(before: str, after: str) -> str:
+    """What differs between two texts that look the same as lines, or stripped (a
+    ``run: |`` made ``run: |-``, which drops the last newline): shown as escapes, never
+    the two texts alike."""
+    if before.rstrip() == after.rstrip():
+        was, now = (_spaces(text[len(text.rstrip()):]) for text in (before, after))
+        return f"only in whitespace at its end ({was} → {now})"
+    if before.lstrip() == after.lstrip():
+        was, now = (_spaces(text[:len(text) - len(text.lstrip())]) for text in (before, after))
+        return f"only in whitespace at its start ({was} → {now})"
+    return f"only in whitespace or line endings ({short_repr(before)} → {short_repr(after)})"
+
+
+def _spaces(whitespace: str) -> str:
+    return repr(whitespace) if whitespace else "none"
 
 
 def _code_sentence(before: str, after: str, said: str = "code changed") -> str:

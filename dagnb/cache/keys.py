@@ -734,7 +734,7 @@ def _spec(step: Step, kind: str, plain: bool,
     key.text("cache_version", _canonical([step.cache_version, cache_version]))
     key.text("kind", kind)
     if plain and isinstance(step.run, str):
-        key.text("command", step.run)
+        key.text("command", _shell_text(step.run))
     elif plain:
         key.text("command", _canonical(list(step.run or ())))
     key.text("image", step.image or "", step.image or "(none)")
@@ -753,6 +753,20 @@ def _spec(step: Step, kind: str, plain: bool,
     if not step.errexit:  # shell text that carries on after a failing command
         key.text("errexit", "false")
     return key.components, key.describe
+
+
+def _shell_text(run: str) -> str:
+    """A step's shell text as its key holds it: without the whitespace at its end, which
+    the shell ignores (YAML's block ``run: |`` ends the text with a newline that ``|-``
+    and a one-line ``run:`` do not; an editor leaves spaces), so that rewriting the one
+    as the other runs nothing again. Inner whitespace is kept (a here-document's, a
+    quoted string's), and so is the end where it means something: after a backslash
+    (``\\`` and a newline continue the line, a final one is a backslash) and, in text
+    with a here-document, all but its newlines (its last line ``EOF  `` is no ``EOF``)."""
+    stripped = run.rstrip()
+    if stripped.endswith("\\"):
+        return run
+    return run.rstrip("\n") if "<<" in stripped else stripped
 
 
 def _env_shown(env: Mapping[str, str]) -> str | None:
