@@ -174,3 +174,35 @@ def test_explain_says_which_whitespace_changed_where_it_counts(
     assert _plan_reason(capsys) == reason
     assert main(["explain", "wf.yml", "a", "--executor", "local"]) == 0
     assert capsys.readouterr().out == f"{reason}\n"
+
+
+# -- 4. the cache beside the workflow, said by every command that reads it ----------------
+
+_BESIDE = ("dagnb: the cache folder is .dagnb_cache, this folder's; proj/.dagnb_cache, "
+           "beside the workflow, is another one (--cache-dir proj/.dagnb_cache uses it)")
+
+
+@pytest.mark.parametrize("argv", [
+    ["plan", "proj/wf.yml", "--executor", "local"],
+    ["explain", "proj/wf.yml", "a", "--executor", "local"],
+    ["logs", "proj/wf.yml", "a"],
+    ["history", "proj/wf.yml"],
+])
+def test_the_commands_reading_a_workflows_cache_say_the_one_beside_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        argv: list[str]) -> None:
+    """From the folder above, plan said "no entry yet ... 1 would run", and logs and
+    history found no run, not a word of the workflow's own cache, which run names."""
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "wf.yml").write_text("name: up\nsteps:\n  a:\n    run: echo a\n")
+    monkeypatch.chdir(tmp_path / "proj")
+    assert main(["run", "wf.yml", "--executor", "local"]) == 0
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    main(argv)
+    assert _BESIDE in capsys.readouterr().err.splitlines()
+    assert main([*argv, "--cache-dir", "proj/.dagnb_cache"]) == 0
+    assert _BESIDE not in capsys.readouterr().err
+    monkeypatch.chdir(tmp_path / "proj")
+    assert main([argv[0], "wf.yml", *argv[2:]]) == 0
+    assert "beside the workflow" not in capsys.readouterr().err

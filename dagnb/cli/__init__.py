@@ -317,7 +317,9 @@ _SPELLED_OTHERWISE = {
 def _say_cache_beside_the_workflow(workflow: Path, given: str | None) -> None:
     """One line when the run uses the working folder's cache (the default setting)
     though the workflow's folder holds a cache of its own: ``dagnb run w1/wf.yml`` from
-    above ran every step again, its history apart, saying nothing of either folder."""
+    above ran every step again, its history apart, saying nothing of either folder. Said
+    as well by the commands that read a workflow's cache (plan, explain, logs, history),
+    which found no entry, no run, without a word of the other folder."""
     from dagnb.cache import local_folder
 
     if given is not None or config.origins().get("cache_directory") != config.DEFAULT:
@@ -780,6 +782,7 @@ def _planned(args: argparse.Namespace, action: str) -> Any:
     given = _set_params(graph, args)
     selected = _warn_unreached(given, graph, args)
     _unfailing_stdout()
+    _say_cache_beside_the_workflow(Path(args.workflow), args.cache_dir)
     if given.values:
         print(given.line(selected))
     return graph
@@ -967,6 +970,8 @@ def _logs(args: argparse.Namespace) -> int:
                 if _is_notebook(args.workflow)
                 else logs_command.workflow_of(args.workflow, args.cache_dir))
     _unfailing_stdout()
+    if not _is_notebook(args.workflow):  # (as run says it: of workflow files)
+        _say_cache_beside_the_workflow(Path(args.workflow), args.cache_dir)
     return logs_command.run(args, workflow)
 
 
@@ -976,9 +981,11 @@ def _history(args: argparse.Namespace) -> int:
     if args.workflow is None:
         return history_command.run(args, None)
     # (a notebook's runs are recorded as "notebook", every one's: found by their origin)
-    read = history_command.notebook_of if _is_notebook(args.workflow) else (
-        history_command.workflow_of)
-    return history_command.run(args, read(args.workflow))
+    if _is_notebook(args.workflow):
+        return history_command.run(args, history_command.notebook_of(args.workflow))
+    workflow = history_command.workflow_of(args.workflow)
+    _say_cache_beside_the_workflow(Path(args.workflow), args.cache_dir)
+    return history_command.run(args, workflow)
 
 
 @command("images")
