@@ -1,7 +1,8 @@
 """The local executor: steps run on this machine, the embedded default.
 
 Shell text runs with ``bash -e -o pipefail -c`` (see :mod:`dagnb.executors.shell`), an
-argv list directly, each in a new process group so
+argv list directly (its ``$NAME`` expanded from the step's environment first:
+:mod:`dagnb.model.expand`), each in a new process group so
 that a timeout or cancellation kills the command and everything it started. A step's
 folders are made and its process started in a worker thread (both wait on the system,
 not on Python), its exit is awaited through a pidfd and its output read on the loop, so
@@ -55,6 +56,7 @@ from dagnb.executors.reaper import (
 from dagnb.executors.shell import host_argv
 from dagnb.executors.workdir import workdir_of
 from dagnb.model.contract import make_step_folders
+from dagnb.model.expand import expanded_argv
 from dagnb.model.results import PUBLISHED_AS
 from dagnb.model.step import cached_per_function
 from dagnb.retry.policy import classify
@@ -125,7 +127,8 @@ async def _launch(task: Task, processes: StepProcesses) -> subprocess.Popen[byte
     the loop, they overlap with the other steps' work. A step stopped meanwhile has its
     process killed as soon as it is there.
     """
-    argv = host_argv(task.step) if isinstance(task.step.run, str) else list(task.step.run or ())
+    env = _process_env(task, {TOKEN_VARIABLE: processes.token})  # escapees have it
+    argv = host_argv(task.step) if isinstance(task.step.run, str) else _argv(task, env)
     out_dir, in_dir, params_file = task.folder_texts()  # (on the loop: the run's folder made)
     folders = functools.partial(
         make_step_folders,
@@ -142,7 +145,7 @@ async def _launch(task: Task, processes: StepProcesses) -> subprocess.Popen[byte
         stdin=_devnull(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=_process_env(task, {TOKEN_VARIABLE: processes.token}),  # escapees have it
+        env=env,
         cwd=workdir_of(task),
         start_new_session=True,  # its own process group, killed as one
     )
@@ -152,6 +155,25 @@ async def _launch(task: Task, processes: StepProcesses) -> subprocess.Popen[byte
     except asyncio.CancelledError:
         started.add_done_callback(functools.partial(_abandon, processes))
         raise
+
+
+def _argv(task: Task, env: Mapping[Any, Any]) -> list[str]:
+    """The step's argv list with ``$NAME`` and ``${NAME}`` expanded from ``env``, its
+    process's environment (:mod:`dagnb.model.expand`); a name not there fails the step
+    before it starts."""
+    argv = list(task.step.run or ())
+    if not any("$" in item for item in argv):
+        return argv
+    if env and isinstance(next(iter(env)), bytes):  # (POSIX: _process_env's bytes)
+        def lookup(name: str) -> str | None:
+            value = env.get(os.fsencode(name))
+            return None if value is None else os.fsdecode(value)
+    else:
+        lookup = env.get
+    try:
+        return expanded_argv(task.step.name, argv, lookup, withheld=task.withheld)
+    except ValueError as exc:  # (the item as written: no secret's value)
+        raise StepFailed(str(exc), step=task.step.name) from None
 
 
 def _make_and_start(

@@ -12,7 +12,7 @@ import inspect
 import json
 import os
 import re
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -26,7 +26,14 @@ from dagnb.errors import (
     MissingDependencyError,
     StepNotFoundError,
 )
-from dagnb.model.masking import written_secrets
+from dagnb.model.expand import (
+    Unexpandable,
+    argv_syntax_error,
+    first_reference,
+    references,
+    unexpandable_line,
+)
+from dagnb.model.masking import named_surely_secret, written_secrets
 from dagnb.model.moved_modules import STEPS_MODULE_PREFIX
 from dagnb.model.step import (
     EXECUTOR_NAMES,
@@ -265,6 +272,8 @@ class Graph:
             if step.func is not None:
                 _check_signature(step)
             elif not isinstance(step.run, str) or "DAGNB_IN" in step.run:
+                if not isinstance(step.run, str):
+                    _check_argv_syntax(step)
                 self._check_inputs_read(step)  # (most commands name no $DAGNB_IN)
         self.order()
         self._warn_of_unpassed()
@@ -277,7 +286,7 @@ class Graph:
 
         for step in self._steps.values():
             if step.env:
-                _warn_of_written_secrets(step)
+                _warn_of_written_secrets(step, _warn_of_references_in_env(step))
             if step.func is None:
                 _warn_of_params_read_as_variables(step)
                 continue
@@ -719,20 +728,24 @@ _COMMENT = re.compile(r"(?:^|(?<=\s))#.*$", re.MULTILINE)
 
 def _input_folders_named(run: str | tuple[str, ...] | None) -> list[str]:
     """The names ``run`` reads as ``$DAGNB_IN/<name>``, outside comments, in order."""
-    text = run if isinstance(run, str) else "\n".join(run or ())
-    if "DAGNB_IN" not in text:
+    text = run if isinstance(run, str) else "\n".join(run or ()).replace("$$", "")
+    if "DAGNB_IN" not in text:  # (an argv item's $$DAGNB_IN is the text, no read)
         return []
     if "#" in text:
         text = _COMMENT.sub("", text)
     return list(dict.fromkeys(_INPUT_FOLDER.findall(text)))
 
 
-def _warn_of_written_secrets(step: Step) -> None:
+def _warn_of_written_secrets(step: Step, referencing: Collection[str] = ()) -> None:
     """Warn of a secret written into a step's env (``DB_PASSWORD: ...``, a URL's
     password): a run masks it and a key does not show it, but whoever reads the
-    workflow file or the notebook reads it, and a container gets it as a plain variable."""
-    for name in written_secrets(step.env):
+    workflow file or the notebook reads it, and a container gets it as a plain variable.
+    Not of one whose value is a variable's name (``${DB_PASS}``, in ``referencing``):
+    :func:`_warn_of_references_in_env` said what it is."""
+    for name, value in written_secrets(step.env).items():
         variable = name.partition(":")[0]
+        if variable in referencing and _is_a_reference(value):
+            continue
         what = "a URL's password" if name.endswith(":password") else "a secret (by its name)"
         checks.warn_user(
             f"step {step.name!r}: env {variable} holds {what} written into the step: runs "
@@ -741,12 +754,62 @@ def _warn_of_written_secrets(step: Step) -> None:
             "it under the step's secrets")
 
 
+def _check_argv_syntax(step: Step) -> None:
+    """Refuse an argv item holding shell syntax that its expansion gives no meaning
+    (``awk '{print $1}'``, ``${A:-x}``, ``$(date)``): no shell runs the list, and the
+    step would fail on it (:mod:`dagnb.model.expand`)."""
+    for number, item in enumerate(step.run or (), 1):
+        if "$" in item and (bad := argv_syntax_error(item)):
+            raise InvalidStepError(
+                unexpandable_line(step.name, number, item, Unexpandable(bad, None)))
+
+
+def _warn_of_references_in_env(step: Step) -> set[str]:
+    """Warn of an env value holding ``$NAME`` or ``${NAME}``: dagnb passes env values as
+    written, so the step gets the text (``OUTDIR: $DAGNB_OUT/sub`` made a folder named
+    ``$DAGNB_OUT``), or a secret's name for its value (``PGPASSWORD: ${DB_PASS}``). A
+    warning, not a refusal: a value may mean its ``$`` (a notebook's ``hello $user``),
+    and there is no other way to write it. The variables warned of."""
+    warned = set()
+    for variable, value in step.env.items():
+        found = first_reference(value)
+        if found is None:
+            continue
+        written, name = found
+        warned.add(variable)
+        said = (f"step {step.name!r}: env {variable} holds {written}, which dagnb does not "
+                "expand in env values: the step gets the text as written")
+        held = written_secrets({variable: value})  # (no literal secret shown)
+        shown = (f'"{written}..."' if any(not _is_a_reference(v) for v in held.values())
+                 else json.dumps(value))
+        if name in step.secrets or named_surely_secret(name) or held:
+            checks.warn_user(
+                f"{said}, and a secret reaches a step under its own name only; to pass it "
+                f"in {variable}, list {name} under the step's secrets and set {variable} from "
+                f"it in the command (shell text: {variable}={shown} cmd ...), or export "
+                f"{variable} itself and list it under secrets")
+            continue
+        checks.warn_user(
+            f"{said}; to expand it, build the value in the command: an item {shown} of a run "
+            f"list is expanded, as shell text is ({variable}={shown} cmd ...)")
+    return warned
+
+
+def _is_a_reference(text: str) -> bool:
+    found = first_reference(text)
+    return found is not None and found[0] == text
+
+
 def _warn_of_params_read_as_variables(step: Step) -> None:
     """Warn of a command that reads a param of its step as a variable of its name
     (``echo $label`` for ``params: {label: x}``): no such variable is set, so it reads
     empty, silently. Not one the command assigns (``label=x``, ``for label in``), nor
     one its ``env`` or this process's environment sets, nor text in single quotes or
-    comments (``awk '{print $n}'``: the shell expands neither)."""
+    comments (``awk '{print $n}'``: the shell expands neither). An argv list's item
+    (``[echo, "$label"]``) fails the step on it (:mod:`dagnb.model.expand`)."""
+    if step.params and step.run and not isinstance(step.run, str):
+        _warn_of_params_read_in_argv(step)
+        return
     if not step.params or not isinstance(step.run, str) or "$" not in step.run:
         return
     text = _SINGLE_QUOTED.sub("", step.run) if "'" in step.run else step.run
@@ -760,6 +823,16 @@ def _warn_of_params_read_as_variables(step: Step) -> None:
             f"step {step.name!r}: its command reads ${name}, which is not set (it reads as "
             f"empty); its param {name!r} is in ${param_env_name(name)} (and all its params, "
             "as JSON, in $DAGNB_PARAMS)")
+
+
+def _warn_of_params_read_in_argv(step: Step) -> None:
+    read = {name for item in step.run or () for name in references(item)}
+    for name in step.params:
+        if name in read and name not in step.env and name not in os.environ:
+            checks.warn_user(
+                f"step {step.name!r}: its run list reads ${name}, which is not set (the step "
+                f"fails on it); its param {name!r} is in ${param_env_name(name)} (and all "
+                "its params, as JSON, in $DAGNB_PARAMS)")
 
 
 _SINGLE_QUOTED = re.compile(r"'[^']*'")

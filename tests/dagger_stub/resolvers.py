@@ -340,6 +340,48 @@ class StubEngine:
                 self.active_execs -= 1
 
 
+def go_expand(text: str, mapping: Any) -> str:
+    """Go's os.Expand: ``${name}`` and ``$name`` replaced by ``mapping(name)``; one of the
+    shell's special names (``$$``, ``$1``, ``$@``) is read as a name; ``${}`` and an
+    unclosed ``${`` are dropped; a ``$`` before anything else stays."""
+    out, i, j = [], 0, 0
+    while j < len(text):
+        if text[j] == "$" and j + 1 < len(text):
+            out.append(text[i:j])
+            name, width = _shell_name(text[j + 1:])
+            if name == "" and width > 0:
+                pass  # bad syntax: eaten
+            elif name == "":
+                out.append("$")
+            else:
+                out.append(mapping(name) or "")
+            j += width
+            i = j + 1
+        j += 1
+    out.append(text[i:])
+    return "".join(out)
+
+
+_GO_SPECIAL = "*#$@!?-0123456789"
+
+
+def _shell_name(s: str) -> tuple[str, int]:
+    """Go's getShellName."""
+    if s[0] == "{":
+        if len(s) > 2 and s[1] in _GO_SPECIAL and s[2] == "}":
+            return s[1:2], 3
+        for i in range(1, len(s)):
+            if s[i] == "}":
+                return ("", 2) if i == 1 else (s[1:i], i + 1)
+        return "", 1
+    if s[0] in _GO_SPECIAL:
+        return s[0:1], 1
+    i = 0
+    while i < len(s) and (s[i] == "_" or (s[i].isascii() and s[i].isalnum())):
+        i += 1
+    return s[:i], i
+
+
 def _expected(expect: str, code: int) -> bool:
     """Dagger's ReturnType: ANY is 0-127 and 192-255, so a signal (128-191) still fails."""
     normal = code <= 127 or code >= 192
@@ -570,7 +612,25 @@ class Obj:
         return self.state["ref"]
 
     def r_withEnvVariable(self, name: str, value: str, expand: bool = False) -> Obj:
-        return self.with_entry("env", name, value)
+        return self.with_entry("env", name, self.expanded(value) if expand else value)
+
+    def expanded(self, text: str) -> str:
+        """``expand: true`` as the engine reads it (v0.21.8 core/container.go
+        ExpandContainerInput): Go's os.Expand over the container's plain variables; a
+        name not set, and ``$$`` (the shell's ``$``), read as empty; a secret's or a
+        volatile variable's name is an error."""
+        def value(name: str) -> str:
+            if name in self.state["secrets"]:
+                raise ValueError(f"expand cannot be used with secret env variable {name!r}")
+            if name in self.state["volatile"]:
+                raise ValueError(f"expand cannot be used with volatile env variable {name!r}")
+            return self.image_env().get(name) or ""
+        return go_expand(text, value)
+
+    def image_env(self) -> dict[str, str]:
+        """The container's plain variables as its image config holds them (envVariable,
+        expand): every stub image sets PATH, as the images the tests stand for do."""
+        return {"PATH": os.environ.get("PATH", _DEFAULT_PATH), **self.state["env"]}
 
     def r_withVolatileVariable(self, name: str, value: str) -> Obj:
         ctr = self.with_entry("volatile", name, value)
@@ -626,8 +686,10 @@ class Obj:
     def r_withExposedPort(self, port: int, protocol: str = "TCP", **_: Any) -> Obj:
         return self.derive(ports=[*self.state["ports"], {"port": port, "protocol": protocol}])
 
-    def r_withExec(self, args: list[str], expect: str = "SUCCESS", **_: Any) -> Obj:
-        exec_ = {"args": list(args), "expect": expect, "parent": self.ident}
+    def r_withExec(self, args: list[str], expect: str = "SUCCESS", expand: bool = False,
+                   **_: Any) -> Obj:
+        args = [self.expanded(arg) for arg in args] if expand else list(args)
+        exec_ = {"args": args, "expect": expect, "parent": self.ident}
         return self.derive(exec=exec_, files={})
 
     def r_asService(self, args: list[str] | None = None, **_: Any) -> Obj:
@@ -661,7 +723,7 @@ class Obj:
         return self.state["workdir"]
 
     def r_envVariable(self, name: str) -> str | None:
-        return self.state["env"].get(name)
+        return self.image_env().get(name)
 
     def r_file(self, path: str, noCache: bool = False, **_: Any) -> Obj:
         if self.type_name == "Host":
