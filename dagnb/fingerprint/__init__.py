@@ -34,7 +34,6 @@ from dagnb.fingerprint.code import (
     code_with_values,
     environ_read,
     environ_unkeyed,
-    first_imports_watched,
     global_values,
     globals_read,
     keyed_before_imports,
@@ -79,7 +78,6 @@ __all__ = [
     "directory_digest",
     "environ_read",
     "environ_unkeyed",
-    "first_imports_watched",
     "flush_stat_cache",
     "get_hash_algorithm",
     "global_values",
@@ -108,5 +106,4 @@ def set_hash_algorithm(name: str) -> None:
     hashers.select(name)
     _CODE_CACHE.clear()
     first_imports.KEYED_BEFORE.clear()
-    first_imports.FRESH.clear()
     _stat_cache().clear_memory()

@@ -43,10 +43,10 @@ from dagnb.fingerprint.walker import (
 class _CodeRecord:
     """A function's digest plus what it was computed from, to notice a stale entry."""
 
-    __slots__ = ("algorithm", "body_imported", "cells", "checked_at", "code_only", "contents",
-                 "deps", "digest", "environ", "environ_unkeyed", "first_imported", "functions",
-                 "held", "home", "imported", "in_value", "looked", "parts", "seen", "shapes",
-                 "sources", "table", "unimported", "variables")
+    __slots__ = ("algorithm", "cells", "checked_at", "code_only", "contents", "deps", "digest",
+                 "environ", "environ_unkeyed", "functions", "held", "home", "imported",
+                 "in_value", "looked", "parts", "seen", "shapes", "sources", "table",
+                 "unimported", "variables")
 
     def __init__(self, digest: str, walker: _CodeWalker) -> None:
         self.digest, self.algorithm = digest, hashers._ALGORITHM
@@ -71,11 +71,6 @@ class _CodeRecord:
         self.imported = tuple((name, file) for file, name in walker.imported.items())
         # those its body imports that were not imported: (name, file, digest) each
         self.unimported = tuple(walker.unimported)
-        # those its body imports that were imported (by members), and its record with
-        # some of them counted as not imported (see _as_first_imported): ((name, file
-        # digest) of those, it)
-        self.body_imported = tuple(walker.body_imported)
-        self.first_imported: tuple[frozenset[tuple[str, str]], _CodeRecord] | None = None
         self.checked_at = time.monotonic()  # (those files' last check: see _check_imported)
         # Held by a value (see _in_value_digest): its digest there, the digests of the
         # data it read then, and the fresh look its contents were last checked at.
@@ -444,8 +439,6 @@ def code_with_values(func: Callable[..., Any], *, fresh: bool = False,
             record = _record(func)
         if fresh and record.imported:  # (a helper's file edited since: said once)
             _check_imported(record)
-        if _FRESH and record.body_imported:  # (a run first imported a module here)
-            record = _as_first_imported(func, record)
         if _KEYED_BEFORE and record.imported:  # (a run imported a module its body does)
             return _keyed_before(record.code_only, _values_now(record.variables))
         return record.code_only, _values_now(record.variables) if record.variables else _NONE
@@ -611,54 +604,6 @@ def ran_here(func: Callable[..., Any]) -> None:
                                _values_now(now.variables))
 
 
-def first_imports_watched(func: Callable[..., Any]) -> contextlib.AbstractContextManager[None]:
-    """A context for a run of ``func`` here: if its key was made before a project module
-    its body imports was imported, that module, imported by the run from the file it
-    was keyed by, is noted as its import left it, so that code importing it too is keyed
-    as though it were not imported while it stays so (:mod:`.first_imports`): the key a
-    fresh process, where the step that imported it is served from the cache, makes."""
-    if not keyed_before_imports(func):
-        return contextlib.nullcontext()
-    record = _KEYED_UNIMPORTED.get(func)  # (func is a plain function: asked above)
-    return first_imports.watching(record.unimported if record is not None else ())
-
-
-_FRESH = first_imports.FRESH  # (emptied, never replaced)
-
-
-def _as_first_imported(func: types.FunctionType, record: _CodeRecord,
-                       assumed: Mapping[str, Any] | None = None) -> _CodeRecord:
-    """``func``'s record with each module its body imports that a run here first
-    imported, and that is still as that import left it, counted as not imported (the
-    key a fresh process makes); ``record`` if there is none."""
-    # (each with the file digest its note holds: a module imported anew since is walked
-    # anew, its record's namespace being the old module's)
-    noted = frozenset((name, _FRESH[name].digest) for name in record.body_imported
-                      if _as_imported(name, record))
-    if not noted:
-        return record
-    found = record.first_imported
-    if found is not None and found[0] == noted:
-        return found[1]
-    counted = _while_hashing(func, partial(_compute_record, assumed=assumed,
-                                           as_unimported=frozenset(n for n, _ in noted)))
-    if not assumed:  # (walked with values it does not read now: not kept)
-        record.first_imported = (noted, counted)
-    return counted
-
-
-def _as_imported(name: str, record: _CodeRecord) -> bool:
-    """Whether module ``name`` is as the import a run made left it, as far as the code
-    of ``record`` reads it: noted, the module then, its file the text it was keyed and
-    imported by, and the members the code reads unchanged."""
-    note = _FRESH.get(name)
-    module = sys.modules.get(name)
-    if note is None or module is None or getattr(module, "__spec__", None) is not note.spec:
-        return False
-    return (_imported_as_keyed(((name, note.file, note.digest),))
-            and note.holds(record.deps))
-
-
 def _imported_as_keyed(unimported: tuple[tuple[str, str, str], ...]) -> bool:
     """Whether one of the modules was imported since, and each imported runs the text
     of the file its digest was made of."""
@@ -807,8 +752,6 @@ def _assuming(func: types.FunctionType, assumed: Mapping[str, Any]
     """``code_with_values`` with the globals ``assumed`` defined: walked afresh, and not
     kept (it is not what the function reads now)."""
     record = _while_hashing(func, partial(_compute_record, assumed=assumed))
-    if _FRESH and record.body_imported:  # (as code_with_values)
-        record = _as_first_imported(func, record, assumed)
     read = {name: value for name, value in assumed.items() if name in record.variables}
     return _keyed_before(record.code_only, {**_values_now(record.variables), **read})
 
@@ -822,9 +765,9 @@ def _keyed_before(code: str, variables: dict[str, Any]) -> tuple[str, Mapping[st
     return first_imports.keyed_before(code, variables) or (code, variables)
 
 
-def _compute_record(func: types.FunctionType, assumed: Mapping[str, Any] | None = None,
-                    as_unimported: frozenset[str] = frozenset()) -> _CodeRecord:
-    walker = _CodeWalker(assumed, as_unimported)
+def _compute_record(func: types.FunctionType,
+                    assumed: Mapping[str, Any] | None = None) -> _CodeRecord:
+    walker = _CodeWalker(assumed)
     try:
         with _deeper():
             walker.add_function(func, f"def {func.__qualname__}")

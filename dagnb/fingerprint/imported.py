@@ -20,14 +20,6 @@ or container step using it is refused (:mod:`dagnb.executors.shipped`,
 namespace sent instead would carry what its top level made.
 Checking a module costs one ``stat`` while its file is unchanged.
 
-Code whose body imports a module that a dagnb run first imported is keyed by the file's
-digest, as though the module were not imported (:mod:`.first_imports`), only while the
-module runs that file's text (:meth:`ImportedSources.lines_run`): one whose file changed
-since its import, or before dagnb first read it, is keyed by its members. What is told
-here is the text only; whether the module's values are still those its text made is
-told by the note :mod:`.first_imports` took as the import ended, not by this module's
-literals (:meth:`ImportedSources.unlike_its_text` compares those before a text is sent).
-
 A text compiling to the module's functions may still not hold its values: ``FACTOR = 10``
 set to 1000 in the file before dagnb first read it, or ``helpers.FACTOR = 5`` set at run
 time. The key counts the value the module holds; a worker importing the text would run

@@ -66,13 +66,9 @@ def _cell_value(cell: Any) -> Any:
 class _CodeWalker:
     """Feeds a function and, transitively, its helpers and constants into one hasher."""
 
-    def __init__(self, assumed: Mapping[str, Any] | None = None,
-                 as_unimported: frozenset[str] = frozenset()) -> None:
+    def __init__(self, assumed: Mapping[str, Any] | None = None) -> None:
         # globals of the first code's module taken as defined (code_with_values)
         self.assumed = assumed or {}
-        # modules a body imports that count as not imported: imported by a run as their
-        # file's text left them (see :mod:`.first_imports`)
-        self.as_unimported = as_unimported
         self.h = new_hasher()
         self.h_code = new_hasher()  # the same, with global data by name only
         # global data read: label -> where (its module's globals, or a view of them for
@@ -94,7 +90,6 @@ class _CodeWalker:
         # the user's modules its body imports that were not imported yet, keyed by their
         # file: (name, file, its digest) (see :mod:`.first_imports`)
         self.unimported: list[tuple[str, str, str]] = []
-        self.body_imported: dict[str, None] = {}  # (and those imported: by members)
         self.in_class = 0  # how deep in walks of classes' methods (and their helpers)
         # environment variables the code reads, and sets, by a name written in it
         self.environ_read: set[str] = set()
@@ -366,14 +361,11 @@ class _CodeWalker:
 
     def _add_body_imports(self, func: types.FunctionType) -> None:
         """The user's modules the function imports in its body: their members it names
-        if imported already, else their file as it is (the import will load it); so too
-        one imported that counts as not imported (``as_unimported``)."""
+        if imported already, else their file as it is (the import will load it)."""
         package = func.__globals__.get("__package__")
         for name in body_imports(func.__code__, package):
             module = imported(name)
-            if module is not None and name not in self.as_unimported:
-                self.body_imported[name] = None
-                self.deps.append((sys.modules, name, module))  # (imported anew: walked anew)
+            if module is not None:
                 top = imported(name.partition(".")[0])
                 for reached in dict.fromkeys([top, module]):  # (in this order: a set's
                     if reached is not None and _of_user(reached.__name__):  # is by id)
@@ -383,9 +375,8 @@ class _CodeWalker:
             if file is not None and not _in_libraries(file):
                 digest = _file_content(file)
                 self.feed("imports", name, digest)
-                if module is None:  # (one imported counts so while its note holds)
-                    self.unimported.append((name, file, digest))
-                    self.deps.append((sys.modules, name, _MISSING))  # (imported: by members)
+                self.unimported.append((name, file, digest))
+                self.deps.append((sys.modules, name, _MISSING))  # (imported: by its members)
 
     def _add_methods(self, cls: type, normalized: tuple[str, str] | None) -> None:
         """A class's source (or, none found, its functions' code) and what its methods

@@ -74,7 +74,7 @@ from dagnb.executors.loop import (
     wait_for,
 )
 from dagnb.executors.workdir import unmade_mounts_hint
-from dagnb.fingerprint import first_imports_watched, keyed_before_imports, ran_here
+from dagnb.fingerprint import keyed_before_imports, ran_here
 from dagnb.model.contract import secret_not_set, unset_secret, write_params
 from dagnb.model.masking import MIN_LINE, Masker, SecretFinder, shared_finder, shared_masker
 from dagnb.model.results import NO_RESULT, PUBLISHED_AS, own_result, save_result
@@ -636,8 +636,7 @@ class Scheduler:
         started = time.monotonic()
         files: list[LogFile] = []
         self._keys[step.name] = key.digest  # (its executor's own cache is keyed by it too)
-        with self._first_imports_watched(step):
-            outcome = await self._attempts(step, files)
+        outcome = await self._attempts(step, files)
         self._note_imports_made(step)
         shown = self._displays.pop((step.name, len(files)), None)  # (the one that succeeded)
         out_dir = self._out_text(step.name)  # made only if the step wrote files
@@ -657,18 +656,6 @@ class Scheduler:
             finally:
                 if held:  # (saved, whatever came after)
                     self._unsent[step.name] = held
-
-    def _first_imports_watched(self, step: Step) -> contextlib.AbstractContextManager[None]:
-        """While a Python step run here whose key was made before a project module its
-        body imports was imported runs: that module, imported by the run, is noted as its
-        import left it, so that another step importing it is keyed as a fresh process
-        keys it, by its file (:mod:`dagnb.fingerprint.first_imports`: after a restart,
-        the first step served from the cache, the module is not imported when the second
-        is keyed). Nothing for most steps (one dict's truth)."""
-        func = step.func
-        if func is not None and keyed_before_imports(func) and self._inline(step):
-            return first_imports_watched(func)
-        return contextlib.nullcontext()
 
     def _note_imports_made(self, step: Step) -> None:
         """A Python step run here whose key was made before its function first imported a
