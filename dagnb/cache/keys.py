@@ -762,11 +762,14 @@ def _shell_text(run: str) -> str:
     as the other runs nothing again. Inner whitespace is kept (a here-document's, a
     quoted string's), and so is the end where it means something: after a backslash
     (``\\`` and a newline continue the line, a final one is a backslash) and, in text
-    with a here-document, all but its newlines (its last line ``EOF  `` is no ``EOF``)."""
+    with a here-document, all but its newlines (its last line ``EOF  `` is no ``EOF``).
+    Text of several lines keeps one newline at its end: the ``run: |`` blocks most
+    workflows hold end so, and their entries keep their keys."""
     stripped = run.rstrip()
     if stripped.endswith("\\"):
         return run
-    return run.rstrip("\n") if "<<" in stripped else stripped
+    text = run.rstrip("\n") if "<<" in stripped else stripped
+    return f"{text}\n" if "\n" in text else text
 
 
 def _env_shown(env: Mapping[str, str]) -> str | None:
