@@ -3,9 +3,11 @@ member is to the walk (a view of it for the values a step reads at each run)."""
 
 from __future__ import annotations
 
+import ast
 import dis
 import importlib.machinery
 import importlib.util
+import os
 import sys
 import types
 from collections.abc import Iterator
@@ -75,6 +77,58 @@ def spec_of_unimported(name: str) -> importlib.machinery.ModuleSpec | None:
             return None
         path = list(spec.submodule_search_locations or ())
     return spec
+
+
+# file -> ((size, mtime_ns, inode), the module's name, the names its text imports)
+_FILE_IMPORTS: dict[str, tuple[tuple[int, int, int], str, tuple[str, ...]]] = {}
+_FILE_IMPORTS_LIMIT = 4096
+
+
+def file_imports(file: str, name: str) -> tuple[str, ...]:
+    """The absolute names of the modules the text of module ``name``'s file imports
+    anywhere (at its top, in a function, under an ``if``), each dotted one's packages
+    too (``import pkg.sub``: ``pkg``, ``pkg.sub``; ``from pkg import sub``: ``pkg`` and
+    ``pkg.sub``, which may be a module), read without importing or running anything;
+    kept while the file's size, mtime and inode are unchanged."""
+    try:
+        st = os.stat(file)
+    except OSError:
+        return ()
+    stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
+    known = _FILE_IMPORTS.get(file)
+    if known is not None and known[0] == stamp and known[1] == name:
+        return known[2]
+    try:
+        with open(file, "rb") as f:
+            tree = ast.parse(f.read(), file)
+    except (OSError, SyntaxError, ValueError):
+        names: tuple[str, ...] = ()
+    else:
+        package = name if os.path.basename(file).startswith("__init__.") else (
+            name.rpartition(".")[0])
+        names = tuple(dict.fromkeys(_with_packages(_imports_in(tree, package))))
+    if len(_FILE_IMPORTS) >= _FILE_IMPORTS_LIMIT:
+        _FILE_IMPORTS.clear()
+    _FILE_IMPORTS[file] = (stamp, name, names)
+    return names
+
+
+def _imports_in(tree: ast.AST, package: str) -> Iterator[str]:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = _absolute(node.module or "", node.level, package or None)
+            if base:
+                yield base
+                yield from (f"{base}.{alias.name}" for alias in node.names
+                            if alias.name != "*")
+
+
+def _with_packages(names: Iterator[str]) -> Iterator[str]:
+    for name in names:
+        parts = name.split(".")
+        yield from (".".join(parts[:end]) for end in range(1, len(parts) + 1))
 
 
 def imported(name: str) -> types.ModuleType | None:

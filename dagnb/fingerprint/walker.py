@@ -25,7 +25,13 @@ from dagnb.fingerprint.members import (
     _held_code,
     _member_digest,
 )
-from dagnb.fingerprint.modules import MemberView, body_imports, file_of_unimported, imported
+from dagnb.fingerprint.modules import (
+    MemberView,
+    body_imports,
+    file_imports,
+    file_of_unimported,
+    imported,
+)
 from dagnb.fingerprint.names import _reference, main_spelled
 from dagnb.fingerprint.paths import path_digest
 from dagnb.fingerprint.sources import (
@@ -375,6 +381,8 @@ class _CodeWalker:
             if file is not None and not _in_libraries(file):
                 digest = _file_content(file)
                 self.feed("imports", name, digest)
+                for other, other_file in _brought_in(name, file):  # (its import runs them)
+                    self.feed("brings", other, _file_content(other_file))
                 self.unimported.append((name, file, digest))
                 self.deps.append((sys.modules, name, _MISSING))  # (imported: by its members)
 
@@ -450,6 +458,33 @@ def _file_content(file: str) -> str:
         return path_digest(file)
     except OSError:
         return "unreadable"
+
+
+def _brought_in(name: str, file: str) -> list[tuple[str, str]]:
+    """The project modules importing module ``name`` (from ``file``) may run, found in
+    the texts without importing anything: its packages (``pkg`` of ``pkg.sub``), the
+    modules its text imports (anywhere: at its top, in a function), theirs in turn;
+    Python's and installed packages' left out. An imported one counts by its file too:
+    a fresh process, where it is not, makes the same key."""
+    found: dict[str, str] = {}
+    seen = {file}
+    todo = [(name, file, (name.rpartition(".")[0],) if "." in name else ())]
+    while todo:
+        current, current_file, parents = todo.pop()
+        for other in (*parents, *file_imports(current_file, current)):
+            if other in found or other == name:
+                continue
+            module = imported(other)
+            other_file = (getattr(module, "__file__", None) if module is not None
+                          else file_of_unimported(other))
+            if not isinstance(other_file, str) or other_file in seen or _in_libraries(
+                    other_file):
+                continue
+            seen.add(other_file)
+            found[other] = other_file
+            packages = (other.rpartition(".")[0],) if "." in other else ()
+            todo.append((other, other_file, packages))
+    return sorted(found.items())
 
 
 def _by_code(obj: Any, module: str) -> bool:
