@@ -139,7 +139,11 @@ class _CodeWalker:
         """What a function's code refers to: its defaults, closure and globals."""
         # (one no hash takes, a helper's ``out=sys.stdout``, counts as "?": as in every
         # key made so far; a function's own defaults are arguments to a cached call)
-        self.feed("defaults", _soft_digest((func.__defaults__, func.__kwdefaults__)) or "?")
+        defaults = (func.__defaults__, func.__kwdefaults__)
+        digest = _soft_digest(defaults)
+        self.feed("defaults", digest or "?")
+        if digest is not None and _defaults_by_content(func):  # (changed in place since:
+            self.contents.append((defaults, digest))  #           hashed again, at a key)
         loaded, changed, state_free, own_inputs, filled = _name_uses(func.__code__)
         # A global a class's method fills and reads (a memo): the class's state, by name
         # (by content, its objects' keys changed as it grew: every call missed)
@@ -485,6 +489,30 @@ def _brought_in(name: str, file: str) -> list[tuple[str, str]]:
             packages = (other.rpartition(".")[0],) if "." in other else ()
             todo.append((other, other_file, packages))
     return sorted(found.items())
+
+
+def _defaults_by_content(func: types.FunctionType) -> bool:
+    """Whether a function has a default that can change in place (``weights=WEIGHTS``, a
+    list) and that its code does not change itself (``memo={}`` filled by each call is
+    state it keeps, by its content as first hashed, or every key would miss)."""
+    code = func.__code__
+    positional = code.co_varnames[:code.co_argcount][len(code.co_varnames[:code.co_argcount])
+                                                      - len(func.__defaults__ or ()):]
+    mutable = {name for name, value in zip(positional, func.__defaults__ or (), strict=True)
+               if not _unchangeable(value)}
+    mutable |= {name for name, value in (func.__kwdefaults__ or {}).items()
+                if not _unchangeable(value)}
+    if not mutable:
+        return False
+    instructions = list(dis.get_instructions(code))
+    return not any(instruction.opname.startswith("LOAD_FAST")
+                   and instruction.argval in mutable and _changes(instructions, at)
+                   for at, instruction in enumerate(instructions))
+
+
+def _unchangeable(value: Any) -> bool:
+    return isinstance(value, _SCALARS) or (
+        type(value) in (tuple, frozenset) and all(isinstance(v, _SCALARS) for v in value))
 
 
 def _by_code(obj: Any, module: str) -> bool:
