@@ -8,6 +8,7 @@ on the local executor and on dask's LocalCluster."""
 from __future__ import annotations
 
 import importlib
+import os
 import subprocess
 import sys
 import warnings
@@ -229,6 +230,35 @@ def test_with_autoreload_a_dask_step_runs_the_edited_helper_and_nothing_is_said(
     assert (_state(kernel), kernel.printed("print(v, helpers.f())").strip()) == (
         "succeeded", "2 2")
     assert "changed on disk" not in _stream(outputs, "stderr"), outputs
+
+
+@pytest.mark.slow
+def test_with_autoreload_a_helper_importing_another_runs_its_edit_unwarned_and_edit_back_served(
+        kernel):
+    """IPython's autoreload patches a changed function (a method too) with its ``def``
+    compiled alone, and Python compiles ``utils.factor()`` there otherwise than in a file
+    that does ``import utils``: the patched code was found in neither text, so a false
+    warning told the user to turn on autoreload, and the function was keyed by its
+    bytecode (editing the helper back ran the step again instead of serving the first
+    result). Its lines count from its ``def``: read from the file's top, they were
+    another function's (``other``), or outside its class."""
+    (kernel.home / "utils.py").write_text("def factor():\n    return 2\n")
+    helpers = kernel.home / "helpers.py"
+    text = ("import utils\n\n\ndef other():\n    return 1\n\n\nclass Scale:\n"
+            "    def by(self):\n        return utils.factor() * {value}\n\n\n"
+            "def f():\n    return Scale().by() + utils.factor() * {value}\n")
+    helpers.write_text(text.format(value=10))
+    kernel.printed("%load_ext autoreload\n%autoreload 2\nimport importlib\n"
+                   "importlib.reload(helpers)")
+    kernel.printed(_cell("local"))
+    said = []
+    for mtime, value in ((1, 100), (2, 10)):
+        helpers.write_text(text.format(value=value))
+        os.utime(helpers, (helpers.stat().st_atime, helpers.stat().st_mtime + mtime))
+        said.append(_stream(kernel.run(_cell("local")), "stderr"))
+        said.append((_state(kernel), kernel.printed("print(v)").strip()))
+    warned = ["changed on disk" in stderr for stderr in said[::2]]
+    assert (said[1::2], warned) == ([("succeeded", "400"), ("cached", "40")], [False, False])
 
 
 def test_a_function_keyed_again_checks_its_helpers_files_once_a_second_and_warns(

@@ -11,8 +11,10 @@ function counts by that text instead, and its key stays what it was.)
 
 from __future__ import annotations
 
+import ast
 import collections
 import os
+import sys
 import types
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
@@ -49,7 +51,28 @@ def loaded_from_file(code: types.CodeType, lines: list[str]) -> bool:
     if compiled is None:  # (saved mid-edit: it does not compile)
         return False
     shape = _shape(code)
-    return any(_shape(other) == shape for other in compiled.get(_name(code), ()))
+    if any(_shape(other) == shape for other in compiled.get(_name(code), ())):
+        return True
+    alone = _compiled_alone_of(lines)
+    return any(_shape(other) == shape for other in alone.get(code.co_name, ()))
+
+
+def first_line(code: types.CodeType, lines: list[str]) -> int:
+    """Where the function of ``code`` starts in ``lines`` (its file, which holds it:
+    :func:`loaded_from_file`): its own first line if the text's code starting there is
+    it, else the first line of the text's code that is (a function autoreload patched in
+    place, compiled alone: its lines count from its ``def``, not from the file's top)."""
+    compiled = _compiled_of(lines)
+    if compiled is None:
+        return code.co_firstlineno
+    shape = _shape(code)
+    found = [other.co_firstlineno for other in compiled.get(_name(code), ())
+             if _shape(other) == shape]
+    if code.co_firstlineno in found:
+        return code.co_firstlineno
+    found = found or [other.co_firstlineno for other in _compiled_alone_of(lines).get(
+        code.co_name, ()) if _shape(other) == shape]
+    return found[0] if found else code.co_firstlineno
 
 
 def same_program(one: list[str], other: list[str]) -> bool:
@@ -82,6 +105,44 @@ def _compiled(lines: list[str]) -> dict[str, list[types.CodeType]] | None:
 
 
 _compiled_of = PerFile(_compiled)  # once per file and version, as the class starts
+
+
+def _compiled_alone(lines: list[str]) -> dict[str, list[types.CodeType]]:
+    """The code objects each function of a text's top level and of its classes compiles
+    to on its own, by name (not qualified): as IPython's autoreload (its deduperreload,
+    the default since IPython 9) patches a module in place, compiling one changed
+    ``def`` at a time (a method in a class of its own name) and putting its code into
+    the function the module holds. Python compiles a function alone otherwise than in
+    its file: ``utils.f()`` where the file does ``import utils`` is a method call in the
+    one and an attribute load in the other (3.11+); so, not found among the file's own
+    code, the patched function read as stale and its key fell back to its bytecode."""
+    try:
+        tree = ast.parse("".join(lines))
+    except (SyntaxError, ValueError):
+        return {}
+    found: dict[str, list[types.CodeType]] = {}
+    pending: list[tuple[ast.stmt, list[str]]] = [(node, []) for node in tree.body]
+    while pending:
+        node, classes = pending.pop()
+        if isinstance(node, ast.ClassDef):
+            pending += [(child, [*classes, node.name]) for child in node.body]
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            alone: ast.stmt = node
+            for name in reversed(classes):  # (a method's names are mangled by its class)
+                alone = ast.ClassDef(name=name, bases=[], keywords=[], body=[alone],
+                                     decorator_list=[], **_NO_TYPE_PARAMS)
+            module = ast.fix_missing_locations(ast.Module(body=[alone], type_ignores=[]))
+            try:
+                compiled = compile(module, "<compared>", "exec", dont_inherit=True)
+            except (SyntaxError, ValueError):  # (``nonlocal``, ``return`` out of place)
+                continue
+            for code in _nested(compiled):
+                found.setdefault(code.co_name, []).append(code)
+    return found
+
+
+_NO_TYPE_PARAMS: dict[str, list] = {"type_params": []} if sys.version_info >= (3, 12) else {}
+_compiled_alone_of = PerFile(_compiled_alone)  # (asked only of code not found in the file)
 
 
 def _nested(code: types.CodeType) -> Iterator[types.CodeType]:

@@ -20,7 +20,7 @@ from typing import Any
 
 from dagnb.fingerprint.hashers import new_hasher
 from dagnb.fingerprint.imported import IMPORTED
-from dagnb.fingerprint.loaded import PerFile, loaded_from_file
+from dagnb.fingerprint.loaded import PerFile, first_line, loaded_from_file
 from dagnb.fingerprint.members import (
     _class_functions,
     _data_members,
@@ -57,8 +57,21 @@ def _function_lines(func: Any) -> list[str] | None:
     kept = _imported_lines(func)
     if kept is not None:
         return kept
-    lines = _source_lines(func)[0]
-    return lines if _still_loaded(func.__code__) else None
+    lines = _source_lines(func)[0]  # (first: it reads the file again if it changed)
+    if not _still_loaded(func.__code__):
+        return None
+    code = getattr(inspect.unwrap(func), "__code__", None)
+    return (_patched_block(code) if isinstance(code, types.CodeType) else None) or lines
+
+
+def _patched_block(code: types.CodeType) -> list[str] | None:
+    """The lines of ``code`` in its file if its own line numbers are not the file's (a
+    function autoreload patched in place: compiled alone, from its first line); else
+    None."""
+    lines = linecache.getlines(code.co_filename)
+    if not lines or first_line(code, lines) == code.co_firstlineno:
+        return None
+    return _block_of(code, lines)
 
 
 def _still_loaded(code: types.CodeType) -> bool:
@@ -91,7 +104,7 @@ _DEFINITION = re.compile(r"^(\s*def\s)|(\s*async\s+def\s)|(.*(?<!\w)lambda(:|\s)
 
 def _block_of(code: types.CodeType, lines: list[str]) -> list[str]:
     """The lines ``inspect.getsourcelines`` gives for ``code``, found in ``lines``."""
-    start = code.co_firstlineno - 1
+    start = first_line(code, lines) - 1
     while sys.version_info < (3, 13) and 0 < start < len(lines) and (
             not _DEFINITION.match(lines[start])):
         start -= 1
@@ -134,7 +147,7 @@ def _class_block(cls: type, file: str, lines: list[str]) -> list[str] | None:
         return None
     for start in _starts_of(lines).get(cls.__qualname__, ()):
         block = inspect.getblock(lines[start:])
-        if _functions_within(cls, file, start + 1, start + 1 + len(block)):
+        if _functions_within(cls, file, start + 1, start + 1 + len(block), lines):
             return block
     return None
 
@@ -148,27 +161,30 @@ def _lines_around_methods(cls: type) -> list[str] | None:
         lines = linecache.getlines(code.co_filename)
         for start in _starts_of(lines).get(cls.__qualname__, ()) if lines else ():
             block = inspect.getblock(lines[start:])
-            if start < code.co_firstlineno <= start + len(block):
+            if start < first_line(code, lines) <= start + len(block):
                 holds = _functions_within(cls, code.co_filename, start + 1,
-                                          start + 1 + len(block))
+                                          start + 1 + len(block), lines)
                 return block if holds else None
     return None
 
 
-def _functions_within(cls: type, file: str, start: int, end: int) -> bool:
+def _functions_within(cls: type, file: str, start: int, end: int,
+                      lines: list[str] | None = None) -> bool:
     """Whether the class's functions of ``file`` start within lines [start, end), and it
     has none of the user's from another file (one assigned to it since: its own code
     must count). Functions Python or a library made (a dataclass's ``__init__``, those
     ``functools.total_ordering`` adds) do not count here, nor do those ``exec`` made
     (``<string>``: Python 3.13 keeps ``python -c``'s text under that name, which a
-    spawned ``multiprocessing`` worker runs: a dataclass's ``__init__`` then had lines)."""
+    spawned ``multiprocessing`` worker runs: a dataclass's ``__init__`` then had lines).
+    ``lines``: the text the lines count in (else the file's now)."""
     for function in _class_functions(cls):
         code = function.__code__
         if code.co_filename != file:
             if code.co_filename != "<string>" and linecache.getlines(
                     code.co_filename) and not _in_libraries(code.co_filename):
                 return False
-        elif not start <= code.co_firstlineno < end:
+        elif not start <= code.co_firstlineno < end and not (  # (patched in place)
+                start <= first_line(code, lines or linecache.getlines(file)) < end):
             return False
     return True
 
@@ -239,7 +255,9 @@ def _source_of_code(code: types.CodeType) -> tuple[str, str] | None:
     try:
         if kept is not None and not loaded_from_file(code, kept):
             return None
-        lines = inspect.getsourcelines(code)[0] if kept is None else _block_of(code, kept)
+        lines = (inspect.getsourcelines(code)[0] if kept is None  # (file read again)
+                 else _block_of(code, kept))
+        lines = (_patched_block(code) if kept is None else None) or lines
         tree = ast.parse(textwrap.dedent("".join(lines)))
     except (OSError, TypeError, SyntaxError, tokenize.TokenError):
         return None
