@@ -75,6 +75,50 @@ def test_a_step_holding_no_secrets_value_is_saved_with_its_secret_named(
     assert "API_TOKEN" in text and TOKEN not in text
 
 
+# -- 1b. the value of a variable named as a secret, undeclared -------------------------------
+OPENAI_KEY = "sk-proj-Zq8xW2vB7nK4mL9p"
+
+
+def held_anywhere(folder: Path, secret: str) -> list[str]:
+    """The files under ``folder`` (dagnb's cache too) holding ``secret``."""
+    return [str(p) for p in folder.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+
+
+@pytest.mark.parametrize("made", ['{"Authorization": "Bearer " + os.environ["OPENAI_API_KEY"]}',
+                                  'collections.OrderedDict(Authorization="Bearer " '
+                                  '+ os.environ["OPENAI_API_KEY"])'],
+                         ids=["written-as-a-literal", "pickled-beside-it"])
+def test_save_refuses_a_notebook_value_holding_an_undeclared_secret_and_writes_nothing(
+        shell, tmp_path, monkeypatch, made):
+    """A run masks the value of ``OPENAI_API_KEY`` undeclared (named a secret beyond
+    doubt), and ``dagnb run -p`` refuses it; the save wrote it in clear into
+    ``pipe_steps.py`` (``headers = {'Authorization': 'Bearer sk-proj-...'}``)."""
+    monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
+    shell.run_cell(f"import collections, os\nheaders = {made}\n")
+    cell(shell, "call --python --outputs n", 'n = len(headers["Authorization"])\n')
+    try:
+        with pytest.raises(UsageError) as caught:
+            save(shell, "pipe.yml")
+    finally:
+        shell.user_ns.pop("headers", None)
+    assert str(caught.value) == (
+        "step 'call': a Python step reads notebook variable 'headers', which holds the value "
+        "of secret 'OPENAI_API_KEY'; saving it would write the secret to a file: read "
+        "os.environ['OPENAI_API_KEY'] inside the step instead")
+    assert not {"pipe.yml", "pipe_steps.py", "pipe_steps.pkl"} & files(tmp_path)
+    assert held_anywhere(tmp_path, OPENAI_KEY) == []
+
+
+def test_save_refuses_an_undeclared_secrets_value_in_an_env(shell, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
+    cell(shell, f"call --env 'AUTH=Bearer {OPENAI_KEY}' --define-only", 'echo "$AUTH"\n')
+    with pytest.raises(UsageError, match=r"^step 'call': env 'AUTH' holds the value of secret "
+                                         r"'OPENAI_API_KEY', which the saved workflow would "
+                                         r"hold in clear"):
+        save(shell, "pipe.yml")
+    assert held_anywhere(tmp_path, OPENAI_KEY) == []
+
+
 # -- 2. a file dagnb did not write ------------------------------------------------------------
 HAND_WRITTEN = "# hand-written\nname: etl\nsteps:\n  extract:\n    run: echo extract\n"
 

@@ -68,7 +68,7 @@ from dagnb import checks
 from dagnb.config.yaml_keys import SYNTAX_FIXES, base_60_misread, yaml_message
 from dagnb.errors import CycleError, DagnbError, WorkflowError
 from dagnb.model.graph import Graph, unknown_need_message
-from dagnb.model.masking import SecretFinder
+from dagnb.model.masking import SecretFinder, environ_secrets
 from dagnb.model.step import Step, host_folders, split_names, variable_text
 from dagnb.retry.policy import DEFAULT_RETRIES, RetryPolicy
 from dagnb.workflows.aliases import canonical_retries, canonical_workflow
@@ -1439,10 +1439,12 @@ def secret_option(step: Step, secrets: Mapping[str, str]) -> tuple[str, str, str
 
 def _refuse_secrets(graph: Graph, steps: Mapping[str, Mapping[str, Any]]) -> None:
     """Refuse a step whose saved fields (``steps``: name -> fields) hold the value of a
-    secret the graph declares, as set now: a run reads it from the environment, a file
-    would keep it in clear (as :mod:`.pyfunctions` refuses a notebook value holding one)."""
-    secrets = {name: os.environ[name] for step in graph for name in step.secrets
-               if os.environ.get(name)}
+    secret the graph declares, as set now, or of a variable of the environment named as
+    a secret beyond doubt (those a run masks undeclared, :func:`environ_secrets`): a run
+    reads it from the environment, a file would keep it in clear (as :mod:`.pyfunctions`
+    refuses a notebook value holding one)."""
+    secrets = {**environ_secrets(), **{name: os.environ[name] for step in graph
+                                       for name in step.secrets if os.environ.get(name)}}
     finder = SecretFinder(secrets)
     if not finder:
         return

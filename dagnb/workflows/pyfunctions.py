@@ -49,7 +49,7 @@ from dagnb import checks
 from dagnb.errors import FingerprintError, WorkflowError
 from dagnb.fingerprint import code_names, loaded_globals
 from dagnb.fingerprint.sources import class_source
-from dagnb.model.masking import SecretFinder
+from dagnb.model.masking import SecretFinder, environ_secrets
 from dagnb.model.moved_modules import STEPS_MODULE_PREFIX
 from dagnb.model.step import cached_per_function
 from dagnb.workflows.bytecode import TextCheckedLoader, search_with_text_checks
@@ -85,7 +85,9 @@ def write_module(functions: dict[str, Callable[..., Any]], yaml_path: Path,
     ``yaml_path`` in ``folder`` (by default the file's; see :func:`module_path`); step ->
     reference, relative to ``folder``.
     A value they read that holds one of ``secrets`` (names, read from the environment
-    now) is refused: the module is a file to share, as the cache keeps no secret either.
+    now), or the value of a variable of the environment named as a secret beyond doubt
+    (``OPENAI_API_KEY``, declared or not: those a run masks, :func:`environ_secrets`), is
+    refused: the module is a file to share, as the cache keeps no secret either.
     A notebook variable that is another step's result (``published``) is not written:
     the step's function takes that step's result and binds it (see
     :mod:`dagnb.workflows.published`)."""
@@ -94,8 +96,8 @@ def write_module(functions: dict[str, Callable[..., Any]], yaml_path: Path,
         raise WorkflowError(f"cannot write {str(yaml_path)!r}: {os.strerror(errno.ENOENT)}; "
                             "check that its folder exists and is writable")
     module = module_path(yaml_path, (folder or yaml_path.parent).resolve())
-    collected = _Collected(SecretFinder({n: os.environ[n] for n in secrets if n in os.environ}),
-                           published)
+    declared = {n: os.environ[n] for n in secrets if n in os.environ}
+    collected = _Collected(SecretFinder({**environ_secrets(), **declared}), published)
     for step, func in functions.items():
         try:
             collected.add_step(step, func)
