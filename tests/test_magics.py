@@ -316,6 +316,11 @@ def test_help_asked_of_a_magic_shows_its_options_and_runs_nothing(
 @pytest.mark.parametrize(("text", "message"), [
     ("", "%dagger needs a command"),
     ("fly", "unknown %dagger command 'fly'"),
+    ("fly", "'fly'; use one of cache, config, graph, history"),
+    ("hist", r"'hist'; did you mean %dagger history\?$"),
+    ("histroy --run r1", r"'histroy'; did you mean %dagger history --run r1\?$"),
+    ("stat", r"'stat'; did you mean %dagger status\?$"),
+    ("re", "'re'; use one of"),  # (reset, remove: no one meant)
     ("cache shred", "is not a cache command"),
     ("save", "takes one path"),
     ("load missing.yml", "workflow file 'missing.yml' does not exist"),

@@ -916,7 +916,19 @@ def _unknown_command(command: str, rest: list[str]) -> str:
     said = f"unknown %dagger command {command!r}"
     if command in _CACHE_ACTIONS:
         return f"{said}; did you mean %dagger cache {shlex.join([command, *rest])}?"
+    meant = _command_meant(command)
+    if meant is not None:
+        return f"{said}; did you mean %dagger {shlex.join([meant, *rest])}?"
     return f"{said}; use one of {', '.join(sorted(_COMMANDS))} (see %dagger?)"
+
+
+def _command_meant(command: str) -> str | None:
+    """The command ``command`` is a start of (``hist``, ``stat``: one alone) or a typo
+    of (``histroy``, ``cach``), if one is close."""
+    started = [name for name in _COMMANDS if name.startswith(command.casefold())]
+    if len(command) >= 3 and len(started) == 1:
+        return started[0]
+    return checks.closest(command, _COMMANDS, cutoff=0.75)
 
 
 # (in %dagger?'s order: a bare %dagger lists them so)
