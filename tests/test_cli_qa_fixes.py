@@ -527,6 +527,12 @@ def test_a_command_given_no_file_names_the_ones_there(tmp_path, monkeypatch, cap
         main(["logs"])
     assert capsys.readouterr().err.rstrip().endswith(
         "required: workflow; name one: report.ipynb, workflows/etl.yml")
+    (tmp_path / "analysis.py").write_text("# %%\nimport os\n\n# %%dagger a\n# echo hi\n")
+    (tmp_path / "script.py").write_text("print('no cells')\n")  # (a script: not named)
+    with pytest.raises(SystemExit):
+        main(["run"])
+    assert capsys.readouterr().err.rstrip().endswith(
+        "required: workflow; name one: analysis.py, report.ipynb, workflows/etl.yml")
 
 
 def test_a_folder_given_as_the_workflow_names_its_files(tmp_path, monkeypatch, capsys) -> None:

@@ -162,17 +162,35 @@ def _runs_here_surely(step: Step) -> bool:
 
 def workflow_files(folders: Iterable[Path]) -> list[str]:
     """The workflow files and notebooks in ``folders`` (each once; not ``dagnb.yaml``),
-    as paths from the working folder, for a refusal that names them."""
+    percent-format ``.py`` notebooks included, as paths from the working folder, for a
+    refusal that names them."""
     found: list[str] = []
     for folder in dict.fromkeys(folders):
         with contextlib.suppress(OSError):  # (a folder not there: none)
             found += [str(path) for path in sorted(folder.iterdir())
-                      if path.suffix in _WORKFLOW_SUFFIXES and path.name != "dagnb.yaml"
-                      and path.is_file()]
+                      if _runnable(path) and path.is_file()]
     return found
 
 
+def _runnable(path: Path) -> bool:
+    """Whether the file's name says it is a workflow or notebook dagnb runs."""
+    if path.suffix == ".py":
+        return _percent_notebook(path)
+    return path.suffix in _WORKFLOW_SUFFIXES and path.name != "dagnb.yaml"
+
+
 _WORKFLOW_SUFFIXES = (".yml", ".yaml", ".ipynb")
+_PERCENT_CELL = re.compile(rb"^# %%(?:\s|$)", re.MULTILINE)  # (jupytext's percent format)
+
+
+def _percent_notebook(path: Path) -> bool:
+    """Whether a ``.py`` file is a notebook in the percent format (``# %%`` cells),
+    which dagnb runs as one: its first 64 kB looked at."""
+    try:
+        with open(path, "rb") as file:
+            return _PERCENT_CELL.search(file.read(65536)) is not None
+    except OSError:
+        return False
 
 
 def read_text(path: Path, what: str) -> str:
