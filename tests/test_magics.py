@@ -944,6 +944,12 @@ def test_empty_views_are_frames_of_the_same_columns_that_show_a_sentence(shell):
     logs = line(shell, "logs quiet")
     assert logs.empty and list(logs.columns) == LOG_COLUMNS
     assert repr(logs).startswith("step 'quiet' printed nothing in run ")
+    run_id = get_session().step_runs["quiet"].id
+    cell(shell, "quiet", "true")  # (the same cell again: served from the cache)
+    assert repr(line(shell, "logs quiet")).startswith(
+        f"step 'quiet' came from the cache in run {get_session().step_runs['quiet'].id}; "
+        "the run that stored its entry printed nothing")
+    assert get_session().step_runs["quiet"].id != run_id
     assert line(shell, "history").dtypes.to_dict() == runs.dtypes.to_dict()
     assert line(shell, "status").dtypes.to_dict() == status.dtypes.to_dict()
 

@@ -224,7 +224,12 @@ def notebook_logs(session: Session, name: str, **options: Any) -> pd.DataFrame |
     frame = run.logs(name, **options)
     stream = options.get("stream")  # (a step that printed on the other stream alone)
     on = "" if stream is None else f" on {stream}"
-    return left_aligned(frame, empty=f"step {name!r} printed nothing{on} in run {run.id}")
+    if run.states().get(name) == "cached":  # (its lines are the storing run's, replayed)
+        said = (f"step {name!r} came from the cache in run {run.id}; the run that stored "
+                f"its entry printed nothing{on}")
+    else:
+        said = f"step {name!r} printed nothing{on} in run {run.id}"
+    return left_aligned(frame, empty=said)
 
 
 def _before_this_session(step: str) -> str:
