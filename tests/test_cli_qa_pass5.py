@@ -138,17 +138,15 @@ def _plan_reason(capsys: pytest.CaptureFixture[str]) -> str:
 
 
 @pytest.mark.parametrize(("first", "then"), [
-    ("    run: echo a > $DAGNB_OUT/a.txt\n", "    run: |\n      echo a > $DAGNB_OUT/a.txt\n"),
-    ("    run: |\n      echo a > $DAGNB_OUT/a.txt\n      echo b > $DAGNB_OUT/b.txt\n",
-     "    run: |-\n      echo a > $DAGNB_OUT/a.txt\n      echo b > $DAGNB_OUT/b.txt\n"),
     ("    run: 'echo a > $DAGNB_OUT/a.txt  '\n", "    run: echo a > $DAGNB_OUT/a.txt\n"),
+    ("    run: |\n      echo a > $DAGNB_OUT/a.txt\n",
+     "    run: |+\n      echo a > $DAGNB_OUT/a.txt\n\n"),
 ])
-def test_a_shell_command_rewritten_with_another_ending_is_still_cached(
+def test_a_shell_command_rewritten_with_other_spaces_at_its_end_is_still_cached(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
         first: str, then: str) -> None:
-    """``run: |`` ends the text with a newline that a one-line ``run:`` (and ``|-``)
-    does not: the step ran again, and plan said "command changed echo a > … → echo a >
-    …", two texts alike (or "command changed" and no diff at all)."""
+    """Spaces an editor leaves, or YAML's ``|+`` blank lines, at the end: the shell
+    ignores them, and so does the key."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "wf.yml").write_text(f"steps:\n  a:\n{first}")
     assert main(["run", "wf.yml", "--executor", "local"]) == 0
@@ -157,6 +155,34 @@ def test_a_shell_command_rewritten_with_another_ending_is_still_cached(
     assert _plan_reason(capsys) == "cached"
     assert main(["run", "wf.yml", "--executor", "local"]) == 0
     assert capsys.readouterr().out.splitlines()[-1].endswith("1 cached")
+
+
+@pytest.mark.parametrize(("first", "then"), [
+    ("    run: echo a > $DAGNB_OUT/a.txt\n", "    run: |\n      echo a > $DAGNB_OUT/a.txt\n"),
+    ("    run: |\n      echo a > $DAGNB_OUT/a.txt\n      echo b > $DAGNB_OUT/b.txt\n",
+     "    run: |-\n      echo a > $DAGNB_OUT/a.txt\n      echo b > $DAGNB_OUT/b.txt\n"),
+])
+def test_a_newline_more_or_less_at_the_end_is_said_to_be_whitespace_alone(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        first: str, then: str) -> None:
+    """``run: |`` ends the text with a newline that a one-line ``run:`` (and ``|-``)
+    does not. The key keeps that newline (the entries saved so far keep their keys), and
+    plan says it is all that changed: it said "command changed echo a > … → echo a >
+    …", two texts alike (or "command changed" and no diff at all)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "wf.yml").write_text(f"steps:\n  a:\n{first}")
+    assert main(["run", "wf.yml", "--executor", "local"]) == 0
+    (tmp_path / "wf.yml").write_text(f"steps:\n  a:\n{then}")
+    capsys.readouterr()
+    assert _plan_reason(capsys).startswith("command changed, only in whitespace at its end (")
+
+
+@pytest.mark.parametrize("run", ["echo one\n", "echo a\necho b\n", "echo plain",
+                                 "cat <<EOF\nx\nEOF\n"])
+def test_the_usual_shell_texts_keep_the_keys_their_entries_were_saved_under(run: str) -> None:
+    from dagnb.cache.keys import _shell_text
+
+    assert _shell_text(run) == run
 
 
 def test_explain_says_which_whitespace_changed_where_it_counts(

@@ -756,20 +756,19 @@ def _spec(step: Step, kind: str, plain: bool,
 
 
 def _shell_text(run: str) -> str:
-    """A step's shell text as its key holds it: without the whitespace at its end, which
-    the shell ignores (YAML's block ``run: |`` ends the text with a newline that ``|-``
-    and a one-line ``run:`` do not; an editor leaves spaces), so that rewriting the one
-    as the other runs nothing again. Inner whitespace is kept (a here-document's, a
-    quoted string's), and so is the end where it means something: after a backslash
-    (``\\`` and a newline continue the line, a final one is a backslash) and, in text
-    with a here-document, all but its newlines (its last line ``EOF  `` is no ``EOF``).
-    Text of several lines keeps one newline at its end: the ``run: |`` blocks most
-    workflows hold end so, and their entries keep their keys."""
+    """A step's shell text as its key holds it: without the whitespace an editor leaves
+    at its end (spaces, blank lines, YAML's ``|+``), which the shell ignores, and with one
+    newline at its end where it had one: the keys of ``run: |`` (one newline) and of a
+    one-line ``run:`` (none) are those their entries were saved under, so rewriting the
+    one as the other runs the step again (plan and explain say it is whitespace alone).
+    The end is kept as written where it means something: after a backslash (``\\`` and
+    a newline continue the line, a final one is a backslash) and, in text with a
+    here-document, all but its newlines (its last line ``EOF  `` is no ``EOF``)."""
     stripped = run.rstrip()
     if stripped.endswith("\\"):
         return run
     text = run.rstrip("\n") if "<<" in stripped else stripped
-    return f"{text}\n" if "\n" in text else text
+    return f"{text}\n" if run.endswith("\n") else text
 
 
 def _env_shown(env: Mapping[str, str]) -> str | None:
