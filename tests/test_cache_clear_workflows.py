@@ -98,3 +98,14 @@ def test_a_notebooks_clear_of_its_step_keeps_a_workflow_files_step_of_that_name(
     assert [row[0] for row in rows[1:]] == ["load"]  # (sales' own, kept)
     assert main(["plan", "sales.yml"]) == 0
     assert "none would run" in capsys.readouterr().out
+
+
+def test_a_workflow_alone_clears_its_entries_and_all_with_it_is_refused(
+        tmp_path, monkeypatch, capsys):
+    cache = _two_workflows_cached(tmp_path, monkeypatch, capsys)
+    assert main(["cache", "clear", "--all", "--workflow", "hr"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "dagnb: error: --all clears every entry; give it alone, or --workflow NAME without it")
+    assert main(["cache", "clear", "--workflow", "hr"]) == 0
+    assert capsys.readouterr().out == f"removed 2 cache entries of workflow 'hr' from {cache}\n"
+    assert len(_listed(capsys)) == len(_listed(capsys, "--workflow", "sales")) == 3  # (sales')

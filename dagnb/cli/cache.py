@@ -290,10 +290,14 @@ def _clear(args: argparse.Namespace) -> int:
 
     _refuse_no_age(args.older_than, "--older-than")
     older = check_clear_options(args.step, args.older_than, args.all)
+    if args.all and args.workflow is not None:  # (a workflow's entries are not all)
+        raise ConfigError("--all clears every entry; give it alone, or --workflow NAME "
+                          "without it")
     store = _store(args, "clear")
     if store is None:
         return 0
-    step = check_clear_scope(store, "dagnb cache clear", args.step, older, args.all,
+    scoped = args.all or args.workflow is not None  # (--workflow alone: its entries)
+    step = check_clear_scope(store, "dagnb cache clear", args.step, older, scoped,
                              plain_names=True,
                              known=() if args.step is None else _recorded_steps(store))
     workflows = _workflows_to_clear(store, step, args.workflow)
