@@ -156,3 +156,19 @@ def test_a_secret_s_reference_in_env_is_not_said_to_be_held_in_clear(variable, v
         f"own name only; to pass it in {variable}, list DB_PASS under the step's secrets and "
         f"set {variable} from it in the command (shell text: {variable}=\"{value}\" cmd "
         f"...), or export {variable} itself and list it under secrets"]
+
+
+@pytest.mark.parametrize("value", ["Xy7$Kp9Qz2Lmw4", "postgres://u:pa$sw0rdXYZ@db/x"])
+def test_a_password_with_a_dollar_in_it_is_never_shown_in_a_warning(value, tmp_path,
+                                                                      monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    variable = "DB_PASSWORD" if "://" not in value else "DATABASE_URL"
+    (tmp_path / "w.yml").write_text(
+        f"name: w\nsteps:\n  a:\n    env:\n      {variable}: '{value}'\n    run: echo hi\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["validate", "w.yml"]) == 0
+    said = " ".join(str(w.message) for w in caught) + capsys.readouterr().err
+    secret = value.split("$", 1)[1].split("@")[0]
+    assert secret not in said, said
+    assert "secret" in said, said  # (the secret written in is said, its text not)

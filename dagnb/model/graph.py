@@ -776,12 +776,13 @@ def _warn_of_references_in_env(step: Step) -> set[str]:
         if found is None:
             continue
         written, name = found
+        held = written_secrets({variable: value})
+        if any(not _is_a_reference(v) for v in held.values()):  # a secret written in it
+            continue  # (a $ in a password: said as a secret written in, its text unshown)
         warned.add(variable)
         said = (f"step {step.name!r}: env {variable} holds {written}, which dagnb does not "
                 "expand in env values: the step gets the text as written")
-        held = written_secrets({variable: value})  # (no literal secret shown)
-        shown = (f'"{written}..."' if any(not _is_a_reference(v) for v in held.values())
-                 else json.dumps(value))
+        shown = json.dumps(value)
         if name in step.secrets or named_surely_secret(name) or held:
             checks.warn_user(
                 f"{said}, and a secret reaches a step under its own name only; to pass it "
