@@ -21,6 +21,19 @@ def scale(x, weights=WEIGHTS):
 def remembered(x, memo={}):
     memo[x] = x
     return x * len(memo)
+class Stats:
+    def __init__(self):
+        self.calls = 0
+    def note(self):
+        self.calls += 1
+def _fill(memo, x):
+    memo.setdefault(x, x)
+    return memo[x]
+def counted(x, stats=Stats()):
+    stats.note()  # (bookkeeping through a method: the result does not read it)
+    return 2 * x
+def looked_up(x, memo={}):
+    return _fill(memo, x)  # (filled through another function)
 """
 
 
@@ -57,3 +70,16 @@ def test_a_default_the_function_fills_itself_does_not_run_the_step_again(helpers
     graph = dagnb.Graph("g", [dagnb.Step("c", func=c)])
     assert _states(graph) == {"c": ("succeeded", 3)}
     assert _states(graph) == {"c": ("cached", 3)}
+
+
+def test_a_default_made_in_the_def_and_changed_through_a_call_is_the_functions_state(
+        helpers: object):
+    def d() -> int:
+        return helpers.counted(21)  # type: ignore[attr-defined]
+
+    def e() -> int:
+        return helpers.looked_up(21)  # type: ignore[attr-defined]
+
+    graph = dagnb.Graph("g", [dagnb.Step("d", func=d), dagnb.Step("e", func=e)])
+    assert _states(graph) == {"d": ("succeeded", 42), "e": ("succeeded", 21)}
+    assert _states(graph) == {"d": ("cached", 42), "e": ("cached", 21)}  # (was: succeeded)

@@ -492,16 +492,19 @@ def _brought_in(name: str, file: str) -> list[tuple[str, str]]:
 
 
 def _defaults_by_content(func: types.FunctionType) -> bool:
-    """Whether a function has a default that can change in place (``weights=WEIGHTS``, a
-    list) and that its code does not change itself (``memo={}`` filled by each call is
-    state it keeps, by its content as first hashed, or every key would miss)."""
+    """Whether a function has a default that others can change in place: one its module
+    holds under a name too (``weights=WEIGHTS``, a list), and that its code does not
+    change itself. A default made in the ``def`` (``memo={}``, ``stats=Stats()``) is the
+    function's own state, by its content as first hashed: counted again at each key,
+    each call's change to it would make every key miss."""
     code = func.__code__
-    positional = code.co_varnames[:code.co_argcount][len(code.co_varnames[:code.co_argcount])
-                                                      - len(func.__defaults__ or ()):]
-    mutable = {name for name, value in zip(positional, func.__defaults__ or (), strict=True)
-               if not _unchangeable(value)}
-    mutable |= {name for name, value in (func.__kwdefaults__ or {}).items()
-                if not _unchangeable(value)}
+    positional = code.co_varnames[:code.co_argcount]
+    named = dict(zip(positional[len(positional) - len(func.__defaults__ or ()):],
+                     func.__defaults__ or (), strict=True))
+    named.update(func.__kwdefaults__ or {})
+    shared = {id(value) for value in func.__globals__.values()}
+    mutable = {name for name, value in named.items()
+               if not _unchangeable(value) and id(value) in shared}
     if not mutable:
         return False
     instructions = list(dis.get_instructions(code))
