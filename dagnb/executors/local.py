@@ -1,7 +1,7 @@
 """The local executor: steps run on this machine, the embedded default.
 
 Shell text runs with ``bash -e -o pipefail -c`` (see :mod:`dagnb.executors.shell`), an
-argv list directly (its ``$NAME`` expanded from the step's environment first:
+argv list directly (its ``$DAGNB_...`` variables expanded first:
 :mod:`dagnb.model.expand`), each in a new process group so
 that a timeout or cancellation kills the command and everything it started. A step's
 folders are made and its process started in a worker thread (both wait on the system,
@@ -158,9 +158,9 @@ async def _launch(task: Task, processes: StepProcesses) -> subprocess.Popen[byte
 
 
 def _argv(task: Task, env: Mapping[Any, Any]) -> list[str]:
-    """The step's argv list with ``$NAME`` and ``${NAME}`` expanded from ``env``, its
-    process's environment (:mod:`dagnb.model.expand`); a name not there fails the step
-    before it starts."""
+    """The step's argv list with dagnb's ``$DAGNB_...`` variables expanded from ``env``,
+    its process's environment (:mod:`dagnb.model.expand`); such a name not there fails
+    the step before it starts."""
     argv = list(task.step.run or ())
     if not any("$" in item for item in argv):
         return argv
@@ -171,7 +171,7 @@ def _argv(task: Task, env: Mapping[Any, Any]) -> list[str]:
     else:
         lookup = env.get
     try:
-        return expanded_argv(task.step.name, argv, lookup, withheld=task.withheld)
+        return expanded_argv(task.step.name, argv, lookup)
     except ValueError as exc:  # (the item as written: no secret's value)
         raise StepFailed(str(exc), step=task.step.name) from None
 

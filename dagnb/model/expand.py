@@ -1,24 +1,21 @@
-"""``$NAME`` and ``${NAME}`` in the items of an argv ``run`` list, as Dagger's
-``withExec(args, expand: true)`` reads them (Go's ``os.Expand``), from the step's own
-environment: what its process gets (``DAGNB_OUT``, ``DAGNB_IN``, ``DAGNB_PARAM_*``, its
-env and secrets, what it inherits, in a container the image's variables).
-
-Stricter than ``os.Expand``, which reads a name it does not find, and ``$1`` or
-``$$``, as empty: a name not in the step's environment fails the step before it starts,
-naming the item and the name; ``$$`` is a literal ``$``; ``$1``, ``$@``, ``${A:-x}`` and
-``$(cmd)``, shell syntax with no meaning here (no shell runs the list), are refused
-when the graph is checked. A ``$`` followed by anything else (``end$``, ``$/``, ``$.``)
-stays as it is, as in ``os.Expand``.
+"""``$DAGNB_...`` in the items of an argv ``run`` list: dagnb's own variables of the
+step (``$DAGNB_OUT``, ``$DAGNB_IN``, ``$DAGNB_PARAM_ROWS``, ``${DAGNB_STEP}``...) are
+expanded from the step's environment, with their container paths in a container;
+everything else reaches the program as written, as no shell runs the list: a
+``bash -c`` script's own ``$f``, awk's ``$1``, jq's ``$v``, ``$$``, ``$HOME``. (Dagger's
+``withExec(expand: true)`` expands every name and reads one it does not know as empty:
+an argv list that worked would change meaning.) A ``$DAGNB_`` name the step has not
+(a typo) fails the step before it starts, in one line naming the item and the name.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 
 __all__ = [
+    "OURS",
     "Unexpandable",
-    "argv_syntax_error",
     "expand",
     "expanded_argv",
     "first_reference",
@@ -27,6 +24,7 @@ __all__ = [
 ]
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+OURS = "DAGNB_"  # the names argv items expand: dagnb's own variables of the step
 _SPECIAL = frozenset("*#$@!?-0123456789")  # os.Expand's one-character shell names
 
 
@@ -84,79 +82,45 @@ def first_reference(text: str) -> tuple[str, str] | None:
                  if kind == "name" and name), None)
 
 
-def argv_syntax_error(text: str) -> str:
-    """The first piece of shell syntax in argv item ``text`` that no expansion gives a
-    meaning (``$1``, ``${A:-x}``, ``$(date)``), "" if none."""
-    if "$" not in text:
-        return ""
-    for start, end, _, kind in _scan(text):
-        if kind == "bad":
-            return text[start:end]
-    return ""
-
-
 def expand(text: str, lookup: Callable[[str], str | None]) -> str:
-    """``text`` with each ``$NAME``/``${NAME}`` replaced by ``lookup(NAME)`` and ``$$`` by
-    ``$``; Unexpandable for a name ``lookup`` does not know (None) or for shell syntax."""
+    """``text`` with each ``$DAGNB_...``/``${DAGNB_...}`` replaced by ``lookup(NAME)``,
+    everything else as written; Unexpandable for such a name ``lookup`` does not know
+    (None)."""
     if "$" not in text:
         return text
     parts, last = [], 0
     for start, end, name, kind in _scan(text):
-        parts.append(text[last:start])
-        last = end
-        if kind == "dollar":
-            parts.append("$")
-            continue
-        value = lookup(name) if name is not None else None
+        if kind != "name" or name is None or not name.startswith(OURS):
+            continue  # (the program's own: as written)
+        value = lookup(name)
         if value is None:
             raise Unexpandable(text[start:end], name)
+        parts.append(text[last:start])
         parts.append(value)
+        last = end
     parts.append(text[last:])
     return "".join(parts)
 
 
-def expanded_argv(step: str, argv: Sequence[str], lookup: Callable[[str], str | None], *,
-                  withheld: Collection[str] = (), refused: Callable[[str], str] | None = None,
-                  inherited: str = "the environment dagnb runs in") -> list[str]:
-    """``argv`` expanded, or ValueError with the one line that fails step ``step``:
-    the item as written, the name, and the fix. ``withheld``: other steps' secrets, not
-    in this step's environment; ``refused(name)``: why a name that is there may not be
-    expanded ("" if it may); ``inherited``: where the rest of its variables come from."""
+def expanded_argv(step: str, argv: Sequence[str],
+                  lookup: Callable[[str], str | None]) -> list[str]:
+    """``argv`` with dagnb's variables expanded, or ValueError with the one line that
+    fails step ``step``: the item as written, the name, and the fix."""
     if not any("$" in item for item in argv):
         return list(argv)
-
-    def checked(name: str) -> str | None:
-        why = refused(name) if refused is not None else ""
-        if why:
-            raise Unexpandable(f"${name}", name) from ValueError(why)
-        return lookup(name)
-
     items = []
     for number, item in enumerate(argv, 1):
         try:
-            items.append(expand(item, checked))
+            items.append(expand(item, lookup))
         except Unexpandable as exc:
-            raise ValueError(unexpandable_line(step, number, item, exc, withheld,
-                                               inherited)) from None
+            raise ValueError(unexpandable_line(step, number, item, exc)) from None
     return items
 
 
-def unexpandable_line(step: str, number: int, item: str, exc: Unexpandable,
-                      withheld: Collection[str] = (),
-                      inherited: str = "the environment dagnb runs in") -> str:
-    """The failure of a step whose run item ``number`` (1 is the program) cannot be
-    expanded, in one line."""
-    where = f"step {step!r}: run item {number} {item!r}"
-    if exc.name is None:
-        return (f"{where} holds {exc.written}, shell syntax that an argv list does not "
-                f"have (no shell runs it); write $${exc.written[1:]} for the text as it is, "
-                "or make run shell text")
-    reason = exc.__cause__
-    if reason is not None and str(reason):
-        return f"{where} reads ${exc.name}, which {reason}"
-    if exc.name in withheld:
-        return (f"{where} reads ${exc.name}, a secret of other steps, withheld from this "
-                f"one; add {exc.name} to its secrets")
-    return (f"{where} reads ${exc.name}, which is not in the step's environment; set it "
-            f"(the step's env, secrets, or {inherited}), or write "
-            f"$${exc.written[1:]} for the text as it is")
+def unexpandable_line(step: str, number: int, item: str, exc: Unexpandable) -> str:
+    """The failure of a step whose run item ``number`` (1 is the program) reads a
+    ``$DAGNB_`` name the step has not, in one line."""
+    return (f"step {step!r}: run item {number} {item!r} reads ${exc.name}, which dagnb "
+            "does not set for this step; check the name (it sets DAGNB_OUT, DAGNB_IN, "
+            "DAGNB_PARAMS, DAGNB_PARAM_<NAME> for each param, DAGNB_STEP, DAGNB_RUN_ID, "
+            "DAGNB_ATTEMPT)")

@@ -26,13 +26,7 @@ from dagnb.errors import (
     MissingDependencyError,
     StepNotFoundError,
 )
-from dagnb.model.expand import (
-    Unexpandable,
-    argv_syntax_error,
-    first_reference,
-    references,
-    unexpandable_line,
-)
+from dagnb.model.expand import OURS, first_reference, references
 from dagnb.model.masking import named_surely_secret, written_secrets
 from dagnb.model.moved_modules import STEPS_MODULE_PREFIX
 from dagnb.model.step import (
@@ -272,8 +266,6 @@ class Graph:
             if step.func is not None:
                 _check_signature(step)
             elif not isinstance(step.run, str) or "DAGNB_IN" in step.run:
-                if not isinstance(step.run, str):
-                    _check_argv_syntax(step)
                 self._check_inputs_read(step)  # (most commands name no $DAGNB_IN)
         self.order()
         self._warn_of_unpassed()
@@ -754,16 +746,6 @@ def _warn_of_written_secrets(step: Step, referencing: Collection[str] = ()) -> N
             "it under the step's secrets")
 
 
-def _check_argv_syntax(step: Step) -> None:
-    """Refuse an argv item holding shell syntax that its expansion gives no meaning
-    (``awk '{print $1}'``, ``${A:-x}``, ``$(date)``): no shell runs the list, and the
-    step would fail on it (:mod:`dagnb.model.expand`)."""
-    for number, item in enumerate(step.run or (), 1):
-        if "$" in item and (bad := argv_syntax_error(item)):
-            raise InvalidStepError(
-                unexpandable_line(step.name, number, item, Unexpandable(bad, None)))
-
-
 def _warn_of_references_in_env(step: Step) -> set[str]:
     """Warn of an env value holding ``$NAME`` or ``${NAME}``: dagnb passes env values as
     written, so the step gets the text (``OUTDIR: $DAGNB_OUT/sub`` made a folder named
@@ -790,9 +772,10 @@ def _warn_of_references_in_env(step: Step) -> set[str]:
                 f"it in the command (shell text: {variable}={shown} cmd ...), or export "
                 f"{variable} itself and list it under secrets")
             continue
-        checks.warn_user(
-            f"{said}; to expand it, build the value in the command: an item {shown} of a run "
-            f"list is expanded, as shell text is ({variable}={shown} cmd ...)")
+        item = (f"; an item {shown} of a run list expands it" if name.startswith(OURS)
+                else "")
+        checks.warn_user(f"{said}; to expand it, build the value in the command's shell "
+                         f"text ({variable}={shown} cmd ...){item}")
     return warned
 
 
@@ -807,7 +790,7 @@ def _warn_of_params_read_as_variables(step: Step) -> None:
     empty, silently. Not one the command assigns (``label=x``, ``for label in``), nor
     one its ``env`` or this process's environment sets, nor text in single quotes or
     comments (``awk '{print $n}'``: the shell expands neither). An argv list's item
-    (``[echo, "$label"]``) fails the step on it (:mod:`dagnb.model.expand`)."""
+    (``[echo, "$label"]``) reaches the program as written (:mod:`dagnb.model.expand`)."""
     if step.params and step.run and not isinstance(step.run, str):
         _warn_of_params_read_in_argv(step)
         return
@@ -829,11 +812,12 @@ def _warn_of_params_read_as_variables(step: Step) -> None:
 def _warn_of_params_read_in_argv(step: Step) -> None:
     read = {name for item in step.run or () for name in references(item)}
     for name in step.params:
-        if name in read and name not in step.env and name not in os.environ:
+        if name in read:  # (no item expands it, whatever the environment holds)
             checks.warn_user(
-                f"step {step.name!r}: its run list reads ${name}, which is not set (the step "
-                f"fails on it); its param {name!r} is in ${param_env_name(name)} (and all "
-                "its params, as JSON, in $DAGNB_PARAMS)")
+                f"step {step.name!r}: its run list holds ${name}, which reaches the program "
+                "as written (an item expands dagnb's $DAGNB_ variables alone); its param "
+                f"{name!r} is in ${param_env_name(name)} (and all its params, as JSON, in "
+                "$DAGNB_PARAMS)")
 
 
 _SINGLE_QUOTED = re.compile(r"'[^']*'")

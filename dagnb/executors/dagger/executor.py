@@ -58,7 +58,6 @@ from dagnb.executors.dagger.translate import (
     DEFAULT_IMAGE,
     VOLATILE_SINCE,
     ServiceLookup,
-    argv_names,
     build_container,
     image_container,
     image_from,
@@ -142,15 +141,13 @@ class DaggerExecutor:
             image = image_container(dag, task, default_image=self.default_image,
                                     registry_auth=self.registry_auth)
             facts = await self._image_facts(self._image_key(task), image)
-            image_env = await _image_env(self._image_key(task), image, argv_names(task))
             with staged_inputs(task) as staged:
                 ctr = build_container(dag, task, image=image, services=self._services,
                                       registry_auth=self.registry_auth,
                                       volatile_variables=volatile,
                                       owner=task.step.user or facts["user"],
                                       empty=await connection.constant("empty", dag.directory),
-                                      volumes=await _volumes(dag, task), staged=staged,
-                                      image_env=image_env)
+                                      volumes=await _volumes(dag, task), staged=staged)
                 outcome = await _run(ctr, task)
             return dataclasses.replace(outcome, image_ref=facts["image_ref"])
         except DagnbError as exc:
@@ -243,15 +240,6 @@ class DaggerExecutor:
             with contextlib.suppress(DagnbError):  # build_container names the variable
                 values.append(auth.secret_value())
         return [v for v in values if v]
-
-
-async def _image_env(key: tuple[str, str | None], image: Any, names: list[str]
-                     ) -> dict[str, str | None]:
-    """The image's values of the variables an argv step's items read that dagnb does
-    not set (``$HOME``, ``$PATH``; None: unset), each asked once per image and session."""
-    return {name: await connection.remembered(("image-env", *key, name),
-                                              functools.partial(image.env_variable, name))
-            for name in names}
 
 
 async def _same(value: Any) -> Any:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import os
 import re
 import shutil
@@ -45,7 +44,7 @@ from dagnb.executors.dagger import links
 from dagnb.executors.dagger.connection import from_this_session
 from dagnb.executors.dagger.shim import python_argv, python_files
 from dagnb.executors.shell import container_argv
-from dagnb.model.expand import expanded_argv, references
+from dagnb.model.expand import expanded_argv
 from dagnb.model.results import NO_RESULT, RESULT_FILES, save_result
 from dagnb.model.step import Step, mount_path
 
@@ -58,7 +57,6 @@ __all__ = [
     "VOLATILE",
     "VOLATILE_SINCE",
     "RegistryAuth",
-    "argv_names",
     "build_container",
     "cache_volume",
     "command_argv",
@@ -167,57 +165,31 @@ def parse_registry_auth(value: Mapping[str, Any] | Iterable[Mapping[str, Any]] |
     return tuple(RegistryAuth.parse(item) for item in value)
 
 
-def command_argv(task: Task, image_env: Mapping[str, str | None] | None = None) -> list[str]:
+def command_argv(task: Task) -> list[str]:
     """The exec's argv: shell text as on every executor (bash -e -o pipefail where the
     image has bash, sh -e where not; :mod:`dagnb.executors.shell`), or an argv list
-    with its ``$NAME`` expanded (:func:`expanded_command`; ``image_env``: the image's
-    variables it reads)."""
+    with its ``$DAGNB_...`` variables expanded (:func:`expanded_command`)."""
     step = task.step
     if step.func is not None:
         return python_argv()
     if isinstance(step.run, str):
         return container_argv(step)
-    return expanded_command(task, image_env or {})
+    return expanded_command(task)
 
 
-def argv_names(task: Task) -> list[str]:
-    """The variables an argv step's items read that only the image can set: not the
-    contract's, its env's or its secrets' (asked of the engine before the exec)."""
-    if task.step.func is not None or isinstance(task.step.run, str):
-        return []
-    own = _exec_variables(task).keys() | task.secrets.keys()
-    return sorted({name for item in task.step.run or () for name in references(item)
-                   if name not in own})
-
-
-def expanded_command(task: Task, image_env: Mapping[str, str | None]) -> list[str]:
-    """An argv step's items, ``$NAME`` and ``${NAME}`` expanded from the container's
-    environment as the step's process gets it (the image's variables, ``image_env``,
-    then the contract's, with their container paths, and the step's env), before the
-    exec is sent: the engine's own ``expand`` reads a name it does not know, and
-    ``$$``, as empty (v0.21.8 core/container.go ExpandContainerInput: os.Expand), where
-    dagnb fails the step, in one line, and keeps ``$`` (:mod:`dagnb.model.expand`).
-    A secret is refused, as the engine refuses it: its value would travel in the query
-    and stay in the engine's cache as the exec's argument, not as a secret."""
+def expanded_command(task: Task) -> list[str]:
+    """An argv step's items, dagnb's ``$DAGNB_...`` variables expanded with their values
+    in the container (its paths there) before the exec is sent, everything else as
+    written (:mod:`dagnb.model.expand`): the engine's own ``expand`` takes every name,
+    and reads one it does not know as empty (v0.21.8 core/container.go
+    ExpandContainerInput: os.Expand)."""
     argv = list(task.step.run or ())
     if not any("$" in item for item in argv):
         return argv
-    known = {**{k: v for k, v in image_env.items() if v is not None}, **_exec_variables(task)}
     try:
-        return expanded_argv(task.step.name, argv, known.get, withheld=task.withheld,
-                             refused=functools.partial(_secret_refused, task),
-                             inherited="the image's variables")
+        return expanded_argv(task.step.name, argv, _exec_variables(task).get)
     except ValueError as exc:
         raise StepFailed(str(exc), step=task.step.name) from None
-
-
-def _secret_refused(task: Task, name: str) -> str:
-    if name not in task.secrets:
-        return ""
-    return ("is a secret: the dagger executor does not put one into a command's "
-            "arguments, which travel to the engine in its query and stay in its cache (the "
-            "engine refuses it too); read it from the environment in the program, or make "
-            "run shell text, which expands it in the container")
 
 
 def _exec_variables(task: Task) -> dict[str, str]:
@@ -290,7 +262,6 @@ def build_container(
     empty: Any = None,
     volumes: Mapping[str, Any] | None = None,
     staged: Mapping[str, Path] | None = None,
-    image_env: Mapping[str, str | None] | None = None,
 ) -> Any:
     """The lazy pipeline for one attempt, ending with its exec.
 
@@ -305,8 +276,7 @@ def build_container(
     CacheVolume): objects whose IDs the caller already knows (:func:`connection.constant`).
     ``staged``: upstream name -> the host folder :func:`staged_inputs` made for it.
     ``registry_auth``: pulls the image (without ``image``), and its passwords are among
-    the secrets no shipped global may hold (:func:`known_secrets`). ``image_env``: the
-    image's variables an argv step's items read (:func:`argv_names`), None where unset.
+    the secrets no shipped global may hold (:func:`known_secrets`).
     """
     dagger = _sdk()
     step = task.step
@@ -330,7 +300,7 @@ def build_container(
         ctr = ctr.with_workdir(step.workdir)
     # The default expect (SUCCESS): a non-zero exit is an ExecError, which the engine
     # does not cache (a retry really runs again) and its UI shows as a failure.
-    return ctr.with_exec(command_argv(task, image_env))
+    return ctr.with_exec(command_argv(task))
 
 
 def known_secrets(task: Task, registry_auth: Iterable[RegistryAuth] = ()) -> dict[str, str]:
