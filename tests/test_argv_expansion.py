@@ -90,8 +90,12 @@ def test_a_bash_script_s_own_variables_reach_bash(tmp_path: Path) -> None:
     assert run.ok and list(run.logs("loop")["line"]) == ["item a", "item b"]
 
 
-def test_awk_s_fields_are_no_shell_syntax_to_refuse() -> None:
-    Graph("g", [Step("q", run=["awk", "-F,", "{print $1}", "f"])]).validate()  # (raises not)
+def test_awk_s_fields_reach_awk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``awk '{print $1}'`` in a list was refused as shell syntax by the first version."""
+    (tmp_path / "f.csv").write_text("left,right\n")
+    monkeypatch.chdir(tmp_path)
+    run = _run(tmp_path, Step("q", run=["awk", "-F,", "{print $1}", str(tmp_path / "f.csv")]))
+    assert run.ok and list(run.logs("q")["line"]) == ["left"]
 
 
 def test_a_param_read_as_a_variable_in_an_item_is_warned_of() -> None:
