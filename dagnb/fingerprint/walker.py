@@ -497,14 +497,18 @@ def _defaults_by_content(func: types.FunctionType) -> bool:
     change itself. A default made in the ``def`` (``memo={}``, ``stats=Stats()``) is the
     function's own state, by its content as first hashed: counted again at each key,
     each call's change to it would make every key miss."""
+    if not func.__defaults__ and not func.__kwdefaults__:  # (most functions: no look)
+        return False
     code = func.__code__
     positional = code.co_varnames[:code.co_argcount]
     named = dict(zip(positional[len(positional) - len(func.__defaults__ or ()):],
                      func.__defaults__ or (), strict=True))
     named.update(func.__kwdefaults__ or {})
-    shared = {id(value) for value in func.__globals__.values()}
-    mutable = {name for name, value in named.items()
-               if not _unchangeable(value) and id(value) in shared}
+    changeable = {name: value for name, value in named.items() if not _unchangeable(value)}
+    if not changeable:
+        return False
+    shared = {id(value) for value in func.__globals__.values()}  # (the module's objects)
+    mutable = {name for name, value in changeable.items() if id(value) in shared}
     if not mutable:
         return False
     instructions = list(dis.get_instructions(code))
