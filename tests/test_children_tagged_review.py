@@ -277,3 +277,37 @@ def test_a_forked_child_tells_the_token_held_as_it_was_forked() -> None:
         ours.shutdown(socket.SHUT_WR)
         told = theirs.recv(4096).decode()
     assert told.count("\n") == 1 and told.endswith(f" {'b' * 24}\n"), told
+
+
+def test_a_fully_cached_run_starts_no_watcher(workdir: Path) -> None:
+    """The watcher (a process of its own, 10 ms of CPU) is started by the first Python
+    step called: a re-run served from the cache calls none, and starts nothing."""
+    (workdir / "script.py").write_text(_PRELUDE + """
+run = dagnb.Graph("cached", [dagnb.Step("a", func=lambda: 1)]).run(
+    cache_directory=folder / "cache", executor="local")
+children = [p for f in Path("/proc/self/task").glob("*/children") for p in f.read_text().split()]
+print(run.states()["a"], len(children))
+""")
+    runs = [subprocess.run([sys.executable, "script.py", str(workdir)], cwd=workdir,
+                           capture_output=True, text=True, check=True).stdout.split()
+            for _ in range(2)]
+    assert runs == [["succeeded", "1"], ["cached", "0"]], runs  # (the first: its watcher)
+
+
+def test_a_python_step_after_cached_ones_has_its_children_tagged(workdir: Path) -> None:
+    """Tagged from the first step called, not the run's first step: one served from the
+    cache before it leaves it tagged all the same."""
+    script = """
+graph = lambda: dagnb.Graph("mixed", [
+    dagnb.Step("a", func=lambda: 1),
+    dagnb.Step("b", func=lambda a: subprocess.run(started("child")) if spawn else a,
+               needs=["a"], cache=False)])
+spawn = False
+graph().run(cache_directory=folder / "cache", executor="local")
+spawn = True
+run = graph().run(cache_directory=folder / "cache", executor="local")
+"""
+    pids = _killed_while_running(script, workdir, ["child"])
+    with _killed_after(pids):
+        assert wait_until(lambda: _gone(pids["child"]), timeout=5), (
+            "a Python step's child, after a cached step, outlived the process")

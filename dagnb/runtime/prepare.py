@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import contextlib
 import dataclasses
 import functools
 import gc
@@ -42,7 +41,6 @@ from dagnb.errors import (
 )
 from dagnb.executors import container_steps, get_executor, loop
 from dagnb.executors.capture import capturing
-from dagnb.executors.reaper import children_tagged
 from dagnb.model.contract import (
     known_secret_values,
     refuse_secret_values,
@@ -178,8 +176,7 @@ async def _execute(run: Run, scheduler: Scheduler) -> None:
     assert task is not None
     running_loop = asyncio.get_running_loop()
     run.on_cancel(lambda: running_loop.call_soon_threadsafe(task.cancel))
-    # (children_tagged: what its Python steps start dies with this process, see reaper)
-    with capturing(scheduler.outside_mask()), _heap_frozen(), _tagged(run):
+    with capturing(scheduler.outside_mask()), _heap_frozen(), scheduler.children_tagged:
         # a long run collects its old garbage as any program does: it is the short
         # ones whose cost the full passes would multiply
         _arm_valve(running_loop)
@@ -191,15 +188,6 @@ async def _execute(run: Run, scheduler: Scheduler) -> None:
             raise
         finally:
             run.finish()
-
-
-def _tagged(run: Run) -> contextlib.AbstractContextManager[None]:
-    """The processes started while ``run`` runs carry its token, if it has an in-process
-    Python step (a command's have their own): tagged once a run, not once a step (a
-    step's tagging cost a run of 1,000 no-op steps 2.5 µs a step)."""
-    if any(step.func is not None for step in run.steps.values()):
-        return children_tagged  # type: ignore[return-value]
-    return contextlib.nullcontext()
 
 
 _frozen_runs = 0

@@ -73,6 +73,7 @@ from dagnb.executors.loop import (
     unwaited_attempt,
     wait_for,
 )
+from dagnb.executors.reaper import TaggedFromFirstCall
 from dagnb.executors.workdir import unmade_mounts_hint
 from dagnb.fingerprint import keyed_before_imports, ran_here
 from dagnb.model.contract import secret_not_set, unset_secret, write_params
@@ -298,6 +299,9 @@ class Scheduler:
             self._secrets_found = _NO_FINDER
         self._masking = self.mask if self.mask else None  # (asked for on every step)
         self._folder = run.workspace_text  # (where each step's folder goes)
+        # what its Python steps start dies with this process (see reaper): from the first
+        # one called, around the run (prepare._execute)
+        self.children_tagged = TaggedFromFirstCall()
         self._emit = run.events.emit
         self._finished: dict[str, _Outcome] = {}
         self._step_count = len(run.order)  # (settled: the run is done)
@@ -963,6 +967,8 @@ class Scheduler:
                 raise secret_not_set(step.name, unset)
         if self.options.cache is not None:  # (no cache: no entry used to protect)
             self.run.make_workspace_for_uses()
+        if step.func is not None:
+            self.children_tagged.need()
         # (each lookup's usual case inline, as each is made once a run: every step)
         executor = self._executors.get(step.executor)
         if executor is None:
