@@ -1071,7 +1071,7 @@ def _run_notebook(args: argparse.Namespace, cache_mode: str | None) -> int:
 
     params = parse_assignments(args.param, "--param", as_json=True)
     # what graph/validate refuse is refused before any cell runs, not when its cell comes
-    notebook_graph(args.workflow, in_order=True)
+    steps = len(notebook_graph(args.workflow, in_order=True))
     outcome = run_notebook(args.workflow, params=params,
                            param_texts=parse_assignments(args.param, "--param"),
                            targets=args.target, tags=args.tag,
@@ -1087,6 +1087,9 @@ def _run_notebook(args: argparse.Namespace, cache_mode: str | None) -> int:
         cell = outcome.failed_cell
         where = f"a cell of {args.workflow}" if cell is None else cell.said(args.workflow)
         print(f"dagnb: {where} failed:\n{outcome.error}", file=sys.stderr)
+    elif not outcome.rows and not steps:  # (its cells ran: said, not silent)
+        print(f"dagnb: {args.workflow} has no %%dagger cell: its code ran, and no step; "
+              "a step is a cell that starts with %%dagger NAME", file=sys.stderr)
     return outcome.exit_code
 
 
