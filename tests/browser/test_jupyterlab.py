@@ -222,7 +222,11 @@ def test_background_cells_are_saved_as_how_their_runs_ended(lab, page, tmp_path)
                                "'.jupyter-widgets.dagnb-status').length === 2",
                                timeout=30_000)
         assert widgets.count() == 2  # both live while their runs go
-        page.wait_for_timeout(6_000)  # the user runs nothing else: the runs end meanwhile
+        # the user runs nothing else: the runs end meanwhile, each widget replaced by its
+        # snapshot (waited for: a fixed 6 s timed out on a machine busy with CI's legs)
+        page.wait_for_function("document.querySelectorAll('.dagnb-snapshot').length === 2"
+                               " && !document.querySelector('.jupyter-widgets.dagnb-status')",
+                               timeout=90_000)
         page.keyboard.press("Escape")
         page.locator("[data-command='docmanager:save']").first.click()
         saved = _wait_outputs_saved(page, path, cells=3)
