@@ -256,8 +256,8 @@ def test_param_lands_after_a_percent_format_cell_tagged_parameters(tmp_path):
     assert done.returncode == 0, done.stderr
     assert "alpha used: 2" in done.stdout
     # (a notebook of no step: said, not a run that printed nothing of dagnb's)
-    assert done.stderr == (f"dagnb: {script} has no %%dagger cell: its code ran, and no step; "
-                           "a step is a cell that starts with %%dagger NAME\n")
+    assert done.stderr == (f"dagnb: {script} has no %%dagger cell: its code ran, and no step is "
+                           "listed; a step is a cell that starts with %%dagger NAME\n")
     executed = nbf.read(tmp_path / "out.ipynb", as_version=4)
     assert [cell.metadata.get("tags") for cell in executed.cells] == [
         None, ["parameters"], ["injected-parameters"], ["notes"], None]

@@ -49,10 +49,11 @@ def test_the_newest_record_is_kept_whatever_its_size(
     assert _kept(log) == [("big", 2), ("small", 3)]  # ("big", 2): its workflow's newest
 
 
-def test_a_runs_record_is_compacted_without_being_parsed(
+def test_runs_records_are_compacted_parsing_one_a_workflow(
         workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """What a record is a run of is in its line's head, as dagnb writes it; a torn line
-    (a crash mid-record) and one written otherwise (an older version) are parsed."""
+    """What a record is a run of is in its line's head, as dagnb writes it: of a
+    workflow's, its newest alone is parsed (to be sure it is whole); a torn line (a
+    crash mid-record) and one written otherwise (an older version) are parsed."""
     graph = Graph("many", [Step(f"s{i}", func=lambda: 1) for i in range(3)])
     runs = workdir / ".dagnb_cache" / ".runs"
     for _ in range(3):
@@ -65,6 +66,52 @@ def test_a_runs_record_is_compacted_without_being_parsed(
     monkeypatch.setattr(history, "_parsed", lambda line: parsed.append(line) or real(line))
     monkeypatch.setattr(history, "_COMPACT_AT", 1)
     history.prune(runs, keep=2)
-    assert [line[:15] for line in parsed] == [b'{"graph": "olde', b'{"run":"x","gra']
+    assert sum(b'"graph":"many"' in line for line in parsed) == 1  # of three
+    assert {line[:15] for line in parsed} == {b'{"run":"x","gra', b'{"graph": "olde',
+                                              b'{"run":"' + graph.last_run.id[:7].encode()}
     kept = [r["graph"] for r in map(json.loads, log.read_text().splitlines())]
     assert kept == ["many", "older"]  # the newest two whole ones
+
+
+def _line(run: str, graph: str, size: int = 1) -> dict:
+    return {"run": run, "graph": graph, "origin": "s.py", "finished": 1.0,
+            "states": {f"s{i}": "failed" for i in range(size)}}
+
+
+def _runs(log: Path) -> list[str]:
+    return [r["run"] for r in map(json.loads, log.read_text().split())]
+
+
+def test_a_big_record_left_out_leaves_the_older_small_ones_and_those_of_kept_folders(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """(A review's finding: the first record that did not fit ended the taking, and the
+    small records of runs whose folders are kept went: their logs could not be read,
+    and the prune's size bound took those folders for live ones.)"""
+    monkeypatch.setattr(history, "_COMPACT_BYTES", 10_000)
+    log = tmp_path / history.RECORDS_NAME
+    for run, graph, size in (("r1", "small", 1), ("r2", "small", 1), ("r3", "big", 800),
+                             ("r4", "big", 800), ("r5", "small", 1)):
+        history._append_record(log, _line(run, graph, size))  # (a big one: 12 KB)
+    (tmp_path / "r1").mkdir()  # a run's folder, kept
+    history.prune(tmp_path, keep=4)
+    # r5, r2: of the newest four, those that fit (r3, r4 do not); r4: its workflow's
+    # newest; r1: its folder's
+    assert _runs(log) == ["r1", "r2", "r4", "r5"]
+
+
+def test_a_record_torn_just_after_a_brace_does_not_hide_its_workflows_newest(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A line cut short just after ``}`` (a full disk, a kill mid-write) has the head
+    and the end of a whole one: taken for its workflow's newest, it dropped the record
+    --only-failed and dagnb logs read."""
+    monkeypatch.setattr(history, "_COMPACT_AT", 1)
+    log = tmp_path / history.RECORDS_NAME
+    history._append_record(log, _line("w1", "W"))
+    for i in range(3):
+        history._append_record(log, _line(f"o{i}", "other"))
+    whole = history._COMPACT(_line("w2", "W") | {"errors": {"s0": "boom"}})
+    with open(log, "a") as handle:
+        handle.write(whole[:whole.index(',"errors"')] + "\n")  # ends with the states' }
+    history.prune(tmp_path, keep=2)
+    assert _runs(log) == ["w1", "o1", "o2"]
+    assert history.last_states(tmp_path.parent, "W") is None  # (another folder's)

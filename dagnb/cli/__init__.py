@@ -1087,9 +1087,10 @@ def _run_notebook(args: argparse.Namespace, cache_mode: str | None) -> int:
         cell = outcome.failed_cell
         where = f"a cell of {args.workflow}" if cell is None else cell.said(args.workflow)
         print(f"dagnb: {where} failed:\n{outcome.error}", file=sys.stderr)
-    elif not outcome.rows and not steps:  # (its cells ran: said, not silent)
-        print(f"dagnb: {args.workflow} has no %%dagger cell: its code ran, and no step; "
-              "a step is a cell that starts with %%dagger NAME", file=sys.stderr)
+    elif not outcome.rows and not steps:  # (its cells ran: said, not silent; steps its
+        # code ran through the Python API, graph.run(), are its own to report)
+        print(f"dagnb: {args.workflow} has no %%dagger cell: its code ran, and no step is "
+              "listed; a step is a cell that starts with %%dagger NAME", file=sys.stderr)
     return outcome.exit_code
 
 

@@ -606,11 +606,14 @@ def prune(runs: Path, keep: int | None = None, max_bytes: int | None = None) -> 
     _no_trim_owed(runs)
     with contextlib.suppress(OSError):
         _settle_started(runs)
-    with contextlib.suppress(OSError):
-        _compact_records(runs / RECORDS_NAME, keep)
     try:
-        folders = sorted((e.name for e in os.scandir(runs) if e.is_dir()), reverse=True)
+        folders: list[str] | None = sorted(
+            (e.name for e in os.scandir(runs) if e.is_dir()), reverse=True)
     except OSError:
+        folders = None
+    with contextlib.suppress(OSError):  # (a kept folder's record is kept: see _kept_lines)
+        _compact_records(runs / RECORDS_NAME, keep, frozenset((folders or [])[:keep]))
+    if folders is None:
         return []
     removed = [runs / name for name in folders[keep:] if _remove_unless_live(runs / name)]
     return removed + _bound_bytes(runs, folders[:keep], max_bytes)
@@ -1401,11 +1404,10 @@ def _workflow(record: Mapping[str, Any]) -> tuple[Any, Any, Any]:
     return record.get("graph"), record.get("source"), record.get("origin")
 
 
-def _compact_records(path: Path, keep: int) -> None:
-    """Rewrite the log with the newest ``keep`` records that fit in ``_COMPACT_BYTES``
-    and the newest of each workflow, once it holds more than ``_COMPACT_AT`` lines or
-    ``_COMPACT_BYTES``; renamed into place under its lock (unless all are kept). Torn
-    lines go."""
+def _compact_records(path: Path, keep: int, folders: Collection[str] = ()) -> None:
+    """Rewrite the log with what :func:`_kept_lines` keeps, once it holds more than
+    ``_COMPACT_AT`` lines or ``_COMPACT_BYTES``; renamed into place under its lock
+    (unless all are kept). ``folders``: the runs whose folders are kept."""
     descriptor = _existing_locked(path)
     if descriptor is None:
         return
@@ -1413,7 +1415,7 @@ def _compact_records(path: Path, keep: int) -> None:
         lines = _log_lines(path)
         if len(lines) <= max(_COMPACT_AT, keep) and path.stat().st_size <= _COMPACT_BYTES:
             return
-        kept = _kept_lines(lines, keep)
+        kept = _kept_lines(lines, keep, folders)
         if len(kept) == len(lines):  # (a workflow's newest record is this big alone)
             return
         partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
@@ -1424,42 +1426,52 @@ def _compact_records(path: Path, keep: int) -> None:
         os.close(descriptor)
 
 
-def _kept_lines(lines: list[bytes], keep: int) -> list[bytes]:
-    """Of the log's ``lines``: the newest ``keep`` whole records while they fit in
-    ``_COMPACT_BYTES`` (the newest one always), and the newest of each workflow."""
-    whole = [(line, workflow) for line in lines
-             if (workflow := _workflow_of_line(line)) is not _TORN]
-    newest = {workflow: index for index, (_, workflow) in enumerate(whole)}
+def _kept_lines(lines: list[bytes], keep: int, folders: Collection[str] = ()) -> list[bytes]:
+    """Of the log's ``lines``, the whole records that are: among the newest ``keep`` and
+    fit in ``_COMPACT_BYTES`` with the others so taken (the newest one always; a big one
+    left out leaves the older ones in), the newest of their workflow (parsed to be
+    sure: one torn after a ``}`` must not hide the one before), or of a run whose folder
+    is kept (its logs are read through its record, and a folder with none is taken for
+    live by the prune's size bound)."""
     kept: list[bytes] = []
-    room, taking = _COMPACT_BYTES, True
-    for index in range(len(whole) - 1, -1, -1):
-        line, workflow = whole[index]
-        taking = taking and len(kept) < keep and (not kept or len(line) <= room)
-        if taking or newest[workflow] == index:
-            kept.append(line)
+    room, newer, seen = _COMPACT_BYTES, 0, set()
+    for line in reversed(lines):
+        identity = _line_identity(line)
+        if identity is None:
+            continue
+        run, workflow = identity
+        newest = workflow not in seen
+        if newest and _parsed(line) is None:
+            continue
+        seen.add(workflow)
+        recent = newer < keep and (newer == 0 or len(line) <= room)
+        newer += 1
+        if recent:
             room -= len(line)
+        if recent or newest or run in folders:
+            kept.append(line)
     return kept[::-1]
 
 
-_TORN = object()  # a line that is no whole record
 # a record's head as dagnb writes it: its run, graph, then its file or its script
-_HEAD = re.compile(rb'\{"run":"[^"\\]*","graph":("(?:[^"\\]|\\.)*"),'
+_HEAD = re.compile(rb'\{"run":"([^"\\]*)","graph":("(?:[^"\\]|\\.)*"),'
                    rb'"(source|origin)":("(?:[^"\\]|\\.)*"|null)[,}]')
 
 
-def _workflow_of_line(line: bytes) -> Any:
-    """What the record on ``line`` is a run of (as :func:`_workflow`), read from its head
-    alone (a 100,000-step run's line, 9 MB, parsed whole took 70 ms); ``_TORN`` for a
-    line that is no whole record. Lines written otherwise (older ones) are parsed."""
+def _line_identity(line: bytes) -> tuple[Any, Any] | None:
+    """The run a log line is the record of and what it is a run of (as :func:`_workflow`),
+    read from its head alone (a 100,000-step run's line, 9 MB, parsed whole took 70 ms);
+    None for a line that is no whole record (one torn just after a ``}`` is not told
+    apart here). Lines written otherwise (older ones) are parsed."""
     line = line.strip()
     head = _HEAD.match(line)
     if head is None or not line.endswith(b"}"):
         record = _parsed(line)
-        return _TORN if record is None else _workflow(record)
-    graph, field, value = head.groups()
+        return None if record is None else (record.get("run"), _workflow(record))
+    run, graph, field, value = head.groups()
     named = _DECODE(value.decode())
-    return (_DECODE(graph.decode()), named if field == b"source" else None,
-            named if field == b"origin" else None)
+    return run.decode(), (_DECODE(graph.decode()), named if field == b"source" else None,
+                          named if field == b"origin" else None)
 
 
 def run_id_meant(given: str, ids: list[Any]) -> str:
