@@ -75,7 +75,8 @@ open between runs (opening it cost a run more than the append). Pruning rewrites
 the log under the same lock when it has grown, keeping the newest ``KEEP_RUNS`` records
 that fit in ``_COMPACT_BYTES`` (fewer for runs of very many steps: a 100,000-step run's
 record is 9 MB), the newest of each workflow (name and file) and those of the run folders
-kept, and renames the copy into place (a writer that finds the file replaced under its lock opens it again).
+kept, and renames the copy into place (a writer that finds the file replaced under its
+lock opens it again).
 
 Pruning is off the hot path: about one run in ``PRUNE_SLACK + 1`` that makes its folder
 (chosen at random, so it works the same when every run is a new ``dagnb run`` process)
