@@ -17,4 +17,5 @@ def test_a_cached_steps_lines_keep_the_times_they_were_printed_at(workdir):
     again = graph.run(executor="local")
     assert again.states() == {"s": "cached"}
     assert again.logs("s")["time"].tolist() == printed
-    assert (printed[1] - printed[0]).total_seconds() >= 0.3
+    # (stamped as each line is read from the pipe: the first may be read a moment late)
+    assert (printed[1] - printed[0]).total_seconds() >= 0.25
