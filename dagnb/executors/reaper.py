@@ -274,6 +274,9 @@ def _place_entry() -> bool:
 _TOKEN_KEY = TOKEN_VARIABLE.encode()
 children_tagged = _ChildrenTagged()
 
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_ChildrenTagged.forget)
+
 
 class TaggedFromFirstCall:
     """``with`` around a run: :data:`children_tagged` entered at its first :meth:`need`
@@ -298,8 +301,6 @@ class TaggedFromFirstCall:
         if self._entered:
             self._entered = False
             children_tagged.__exit__(*exc_info)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_ChildrenTagged.forget)
 
 
 def _set_subreaper(on: bool) -> None:
