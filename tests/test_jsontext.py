@@ -71,3 +71,55 @@ def test_a_scalar_is_written_as_the_encoder_writes_it(value):
 @pytest.mark.parametrize("value", [1.0, "1", _Level.LOW, [1], {"a": 1}, b"1"])
 def test_any_other_value_is_left_to_the_encoder(value):
     assert scalar_text(value) is None  # (an int subclass too: the encoder says what it is)
+
+
+def _big(value: object) -> dict:
+    """A record holding ``value`` where object_text joins it (FLAT_FROM items)."""
+    return {"run": "r1", "states": value, "n": 2}
+
+
+_FLAT_FROM = 1_000
+BIG_VALUES = [
+    {f"s{i}": "cached" for i in range(_FLAT_FROM)},
+    {f"step-{i}_x.y": f"{i:064x}" for i in range(_FLAT_FROM)},
+    {f"s{i}": 1796065246.8247442 + i / 7 for i in range(_FLAT_FROM)},
+    [f"s{i}" for i in range(_FLAT_FROM)],
+    # what must be escaped or written otherwise: each falls back to the encoder
+    {f"s{i}": 'say "hi"' for i in range(_FLAT_FROM)},
+    {f"s{i}": "back\\slash" for i in range(_FLAT_FROM)},
+    {f"é{i}": "x" for i in range(_FLAT_FROM)},
+    {f"s{i}": "tab\there" for i in range(_FLAT_FROM)},
+    {f"s{i}": float("nan") if i == 5 else 1.5 for i in range(_FLAT_FROM)},
+    {f"s{i}": float("inf") if i == 5 else 1.5 for i in range(_FLAT_FROM)},
+    {f"s{i}": 1 if i == 5 else 1.5 for i in range(_FLAT_FROM)},
+    {f"s{i}": True for i in range(_FLAT_FROM)},
+    {f"s{i}": None if i == 5 else "x" for i in range(_FLAT_FROM)},
+    {i: "x" for i in range(_FLAT_FROM)},
+    {f"s{i}": _Text("v") for i in range(_FLAT_FROM)},
+    [f"s{i}" if i else 0 for i in range(_FLAT_FROM)],
+    [f's"{i}' for i in range(_FLAT_FROM)],
+    {f"s{i}": [1] for i in range(_FLAT_FROM)},
+]
+
+
+@pytest.mark.parametrize("value", BIG_VALUES, ids=range(len(BIG_VALUES)))
+def test_a_records_big_flat_values_are_written_as_json_writes_them(value: object) -> None:
+    from dagnb.model import jsontext
+
+    assert jsontext.FLAT_FROM == _FLAT_FROM
+    record = _big(value)
+    assert jsontext.object_text(record) == json.dumps(record, separators=(",", ":"))
+
+
+def test_a_big_flat_value_is_joined_not_encoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The join is what object_text uses for a flat value of FLAT_FROM items (else the
+    tests above compare the encoder with itself)."""
+    from dagnb.model import jsontext
+
+    encoded: list[object] = []
+    real = jsontext._COMPACT
+    monkeypatch.setattr(jsontext, "_COMPACT", lambda v: encoded.append(v) or real(v))
+    record = _big({f"s{i}": "cached" for i in range(_FLAT_FROM)})
+    text = jsontext.object_text(record)
+    assert encoded == ["run", "r1", "states", "n", 2]  # (the names, the small values)
+    assert json.loads(text) == record

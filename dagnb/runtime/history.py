@@ -115,7 +115,7 @@ from dagnb.cache.backend import make_folder
 from dagnb.cache.housekeeping import RUN_USES, STORED_MARK
 from dagnb.checks import listed, warn_user
 from dagnb.errors import ConfigError
-from dagnb.model.jsontext import encoder
+from dagnb.model.jsontext import encoder, object_text
 
 __all__ = [
     "ANY_ORIGIN",
@@ -469,7 +469,7 @@ class RunFolder:
                 "host": _host(), "steps": list(steps)}
         with contextlib.suppress(OSError, TypeError, ValueError):  # (never fails a run)
             _appender.append(f"{self._records_home}/.runs/{STARTED_NAME}",
-                             f"\n{_COMPACT(line)}\n".encode())
+                             f"\n{object_text(line)}\n".encode())
 
     def _workflow_fields(self) -> dict[str, Any]:
         """What the run's record says it was a run of: its file or its script, params."""
@@ -1285,7 +1285,7 @@ _COMPACT = encoder(separators=(",", ":"))  # json.dumps' text, its C encoder mad
 
 def _append_record(path: Path | str, record: Mapping[str, Any]) -> int:
     """Append one record, in one write, under the log's lock; the log's size after."""
-    data = f"\n{_COMPACT(record)}\n".encode()
+    data = f"\n{object_text(record)}\n".encode()
     with _appender.lock:
         descriptor, size = _appender.locked(os.fspath(path))
         try:
