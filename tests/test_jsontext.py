@@ -16,7 +16,8 @@ class _Number(enum.IntEnum):
 
 
 class _Text(str):
-    pass
+    def __str__(self) -> str:  # (what a format of it would write: json writes its text)
+        return "other"
 
 
 _CYCLE: list = []
@@ -96,6 +97,8 @@ BIG_VALUES = [
     {f"s{i}": None if i == 5 else "x" for i in range(_FLAT_FROM)},
     {i: "x" for i in range(_FLAT_FROM)},
     {f"s{i}": _Text("v") for i in range(_FLAT_FROM)},
+    {_Text(f"s{i}"): "v" for i in range(_FLAT_FROM)},
+    [_Text(f"s{i}") for i in range(_FLAT_FROM)],
     [f"s{i}" if i else 0 for i in range(_FLAT_FROM)],
     [f's"{i}' for i in range(_FLAT_FROM)],
     {f"s{i}": [1] for i in range(_FLAT_FROM)},

@@ -131,17 +131,14 @@ def _flat_text(value: dict[Any, Any] | list[Any]) -> str | None:
     values = list(value.values())
     if not _as_is(names):
         return None
-    kinds = set(map(type, values))
-    if kinds == {str} and _as_is(values):
+    if _as_is(values):
         return "{" + ",".join([f'"{n}":"{v}"' for n, v in zip(names, values, strict=True)]) + "}"
-    if kinds == {float} and all(map(math.isfinite, values)):  # (NaN: json's own word)
+    if set(map(type, values)) == {float} and all(map(math.isfinite, values)):  # (NaN: not)
         return "{" + ",".join([f'"{n}":{v!r}' for n, v in zip(names, values, strict=True)]) + "}"
     return None
 
 
 def _as_is(texts: list[Any]) -> bool:
-    """Whether every one of ``texts`` is a str that json writes as it is."""
-    try:
-        return _AS_IS.fullmatch("".join(texts)) is not None
-    except TypeError:  # (an int, a None...)
-        return False
+    """Whether every one of ``texts`` is a str (not a subclass, whose ``__str__`` a
+    format would call) that json writes as it is."""
+    return set(map(type, texts)) == {str} and _AS_IS.fullmatch("".join(texts)) is not None
