@@ -114,6 +114,15 @@ def test_a_records_big_flat_values_are_written_as_json_writes_them(value: object
     assert jsontext.object_text(record) == json.dumps(record, separators=(",", ":"))
 
 
+@pytest.mark.parametrize("name", [1, 1.5, True, None, _Text("k")])
+def test_a_record_named_otherwise_than_by_str_is_written_as_json_writes_it(
+        name: object) -> None:
+    from dagnb.model import jsontext
+
+    record = {name: [f"s{i}" for i in range(_FLAT_FROM)], "n": 1}
+    assert jsontext.object_text(record) == json.dumps(record, separators=(",", ":"))
+
+
 def test_a_big_flat_value_is_joined_not_encoded(monkeypatch: pytest.MonkeyPatch) -> None:
     """The join is what object_text uses for a flat value of FLAT_FROM items (else the
     tests above compare the encoder with itself)."""

@@ -111,7 +111,8 @@ def object_text(mapping: Mapping[str, Any]) -> str:
     ``FLAT_FROM`` items or more that is flat (:func:`_flat_text`) joined in one go: the
     C encoder's cost per item grows with the container (its list of chunks), from 0.3 µs
     at 1,000 items to 1.3 µs at 100,000 in a run's record of its steps' states."""
-    if not any(_big(value) for value in mapping.values()):
+    if type(mapping) is not dict or not any(_big(value) for value in mapping.values()) \
+            or not all(type(name) is str for name in mapping):  # (json's keys: its words)
         return _COMPACT(mapping)
     items = (f"{_COMPACT(name)}:{(_big(value) and _flat_text(value)) or _COMPACT(value)}"
              for name, value in mapping.items())

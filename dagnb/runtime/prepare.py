@@ -19,7 +19,6 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -211,14 +210,6 @@ _full_passes_seen = -1  # the collector's count of full passes as the heap was l
 _next_look = 0.0  # time.monotonic() of the next look
 
 
-# (a run's prepare enters it in the caller's thread, its execution on the loop's)
-_FREEZE_LOCK = threading.RLock()  # (re-entered: a collection's finalizer may start a run)
-# graphs of this many steps are prepared with the heap frozen too: a graph just built
-# leaves a full pass due, which their preparation's allocations set off (97 ms, an
-# eighth of a 100,000-step run's preparation, over the graph's own objects)
-PREPARE_FROZEN_FROM = 1_000
-
-
 class _heap_frozen:  # (lower case: used as the function it was, ``with _heap_frozen():``)
     """Keep the collector's full passes away from a run while it runs: the objects that
     existed before it are frozen (a large graph or notebook is not re-scanned), and the
@@ -235,36 +226,48 @@ class _heap_frozen:  # (lower case: used as the function it was, ``with _heap_fr
 
     def __enter__(self) -> None:
         global _frozen_runs, _saved_threshold, _frozen_at
-        with _FREEZE_LOCK:
-            if _frozen_runs == 0:
-                _frozen_at = time.monotonic()
-                gc.freeze()
-                if _frozen_at >= _next_look:  # (most runs: not yet)
-                    _collect_if_grown()
-                _saved_threshold = gc.get_threshold()
-                gc.set_threshold(_saved_threshold[0], _saved_threshold[1], _NO_FULL_PASS)
-            _frozen_runs += 1
+        if _frozen_runs == 0:
+            _frozen_at = time.monotonic()
+            gc.freeze()
+            if _frozen_at >= _next_look:  # (most runs: not yet)
+                _collect_if_grown()
+            _saved_threshold = gc.get_threshold()
+            gc.set_threshold(_saved_threshold[0], _saved_threshold[1], _NO_FULL_PASS)
+        _frozen_runs += 1
 
     def __exit__(self, *exc_info: object) -> None:
         global _frozen_runs
-        with _FREEZE_LOCK:
-            _frozen_runs -= 1
-            if _frozen_runs == 0:
-                gc.set_threshold(*_saved_threshold)
-                gc.unfreeze()
+        _frozen_runs -= 1
+        if _frozen_runs == 0:
+            gc.set_threshold(*_saved_threshold)
+            gc.unfreeze()
+
+
+# graphs of this many steps are prepared with the heap frozen: a graph just built leaves
+# a full pass due, which their preparation's allocations set off (97 ms, an eighth of a
+# 100,000-step run's preparation, walking the graph's own objects)
+PREPARE_FROZEN_FROM = 1_000
 
 
 def _frozen_if_big(prepare: Callable[..., tuple[Run, Scheduler]]
                    ) -> Callable[..., tuple[Run, Scheduler]]:
-    """``prepare``, with the heap frozen while it prepares a graph of
-    ``PREPARE_FROZEN_FROM`` steps or more (a smaller one's objects are too few for it to
-    pay: a freeze and a thaw more)."""
+    """``prepare``, the heap frozen as it prepares a graph of ``PREPARE_FROZEN_FROM`` steps
+    or more (a smaller one's objects are too few for a freeze to pay). Thawed as the run
+    ends (:class:`_heap_frozen`'s exit), or at once if refused while no run is live. A
+    freeze and no more, in the caller's thread: what :class:`_heap_frozen` counts and
+    sets is the loop thread's alone (a full pass due still runs, over what the
+    preparation made)."""
     @functools.wraps(prepare)
     def frozen_if_big(graph: Graph, *args: Any, **kwargs: Any) -> tuple[Run, Scheduler]:
         if len(graph) < PREPARE_FROZEN_FROM:
             return prepare(graph, *args, **kwargs)
-        with _heap_frozen():
+        gc.freeze()
+        try:
             return prepare(graph, *args, **kwargs)
+        except BaseException:
+            if not _frozen_runs:  # (a run ending meanwhile thaws it anyway)
+                gc.unfreeze()
+            raise
 
     return frozen_if_big
 
