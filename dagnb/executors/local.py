@@ -591,12 +591,14 @@ async def _call_function(task: Task) -> Outcome:
                     _kept_on_the_loop(step.func(**kwargs))))  # type: ignore[arg-type]
             else:  # its env around the interruptible call: no interrupt lands in the
                 saved = _set_env(step.env) if step.env else None  # restore, run however
+                folder = _working_folder()
                 try:  # the call ended (an error, a timeout, a cancel)
                     result = contextvars.copy_context().run(
                         call_interruptibly, step.func, kwargs)  # type: ignore[arg-type]
                 finally:
                     if saved is not None:
                         _restore_env(saved)
+                    _back_to(folder, step.name)
     except Interrupted:  # by a timeout or a cancel: it reaches this task now
         await until_cancelled()
         raise
@@ -616,6 +618,28 @@ async def _call_function(task: Task) -> Outcome:
     except BaseException as exc:  # sys.exit(), the step's own KeyboardInterrupt: they
         return _base_exception(task, exc)  # end the step, not the loop all steps need
     return Outcome(exit_code=0, result=result)
+
+
+def _working_folder() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:  # (removed from under the process: nothing to go back to)
+        return None
+
+
+def _back_to(folder: str | None, step: str) -> None:
+    """Put the process back in ``folder`` if the step's call left it elsewhere, and say
+    so: the steps after it would run there, and in the folder they were started in
+    once it comes from the cache (a fresh cache failing a run a warm one passes)."""
+    now = _working_folder()
+    if folder is None or now == folder:
+        return
+    with contextlib.suppress(OSError):  # (gone meanwhile: the next step says where it is)
+        os.chdir(folder)
+        warn_user(f"step {step!r} changed the working folder to {now!r}; dagnb changed it "
+                  f"back to {folder!r}, as a later step would not see it once {step!r} "
+                  "comes from the cache; give paths from a folder instead of changing "
+                  "to it, or change back before the step returns")
 
 
 def _set_env(env: Mapping[str, str]) -> dict[str, str | None]:

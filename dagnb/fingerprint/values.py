@@ -130,13 +130,14 @@ def _plain_dict(obj: dict, depth: int) -> bytes | None:
     if depth >= _PLAIN_DEPTH or len(obj) > _PLAIN_ITEMS:
         return None
     pairs = []
-    for key, item in obj.items():
+    items = list(obj.items())  # (at once: another thread may change it as it is read)
+    for key, item in items:
         data = _plain_bytes(item, depth + 1)
         if data is None:
             return None
         pairs.append((_digest_bytes(key), data))
     pairs.sort(key=_first)
-    return b"d%d:%s" % (len(obj), b"".join([key + data for key, data in pairs]))
+    return b"d%d:%s" % (len(items), b"".join([key + data for key, data in pairs]))
 
 
 def _first(pair: tuple[Any, Any]) -> Any:
@@ -171,20 +172,22 @@ def _feed_sequence(h: Any, obj: list | tuple, active: set[int]) -> None:
 
 
 def _feed_dict(h: Any, obj: dict, active: set[int]) -> None:
-    h.update(b"d%d:" % len(obj))
+    items = list(obj.items())  # (at once: a global another thread changes as it is read)
+    h.update(b"d%d:" % len(items))
     with _Guard(h, obj, active) as fresh:
         if fresh:
             # Ordered by key digest: insertion order and hash seeds must not matter.
             for key_digest, value in sorted(
-                ((_digest_bytes(k), v) for k, v in obj.items()), key=lambda kv: kv[0]
+                ((_digest_bytes(k), v) for k, v in items), key=lambda kv: kv[0]
             ):
                 h.update(key_digest)
                 _feed(h, value, active)
 
 
 def _feed_set(h: Any, obj: set | frozenset, active: set[int]) -> None:
-    h.update(b"%s%d:" % (b"S" if type(obj) is set else b"Z", len(obj)))
-    for digest in sorted(_digest_bytes(item) for item in obj):
+    items = tuple(obj)  # (at once, as a dict's)
+    h.update(b"%s%d:" % (b"S" if type(obj) is set else b"Z", len(items)))
+    for digest in sorted(_digest_bytes(item) for item in items):
         h.update(digest)
 
 
