@@ -155,3 +155,25 @@ def test_a_bytes_limit_that_is_no_size_is_refused_as_the_memory_is_made(tmp_path
     with pytest.raises(CacheError, match="bytes_limit 'lots' is not a size"):
         Memory(tmp_path / "c", bytes_limit="lots")
     assert Memory(tmp_path / "c", bytes_limit="1G").bytes_limit == "1G"
+
+
+@pytest.mark.parametrize(("limit", "size"), [(1e9, 10**9), (1.5e3, 1500), (2.0, 2)])
+def test_a_bytes_limit_written_as_a_float_is_taken_as_joblib_takes_it(
+        limit: float, size: int) -> None:
+    from dagnb.cache.eviction import parse_size
+
+    assert parse_size(limit) == size
+
+
+@pytest.mark.parametrize("limit", [float("nan"), float("inf"), -1e9])
+def test_a_bytes_limit_that_is_no_float_size_is_refused(limit: float) -> None:
+    from dagnb.cache.eviction import parse_size
+
+    with pytest.raises(CacheError, match=f"bytes_limit {limit!r} is not a size"):
+        parse_size(limit)
+
+
+def test_reduce_size_takes_a_float_bytes_limit(tmp_path: Path) -> None:
+    memory = Memory(tmp_path / "cache", bytes_limit=1e9)
+    assert memory.cache(abs)(-3) == 3
+    assert memory.reduce_size() == 0 and memory.reduce_size(bytes_limit=0.0) == 1

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import re
 from collections.abc import Callable, Collection
 from datetime import timedelta
@@ -82,6 +84,9 @@ def parse_size(
 def _size_or_none(limit: object) -> int | None:
     if isinstance(limit, int) and not isinstance(limit, bool):
         return limit
+    if isinstance(limit, numbers.Real) and not isinstance(limit, bool):
+        # (1e9, as joblib takes it, a numpy number; not NaN nor inf)
+        return int(limit) if math.isfinite(limit) else None
     if not isinstance(limit, str):
         return None
     found = _SIZE.fullmatch(limit)
