@@ -56,7 +56,7 @@ from dagnb.executors.reaper import (
 from dagnb.executors.shell import host_argv
 from dagnb.executors.workdir import workdir_of
 from dagnb.model.contract import make_step_folders
-from dagnb.model.expand import expanded_argv
+from dagnb.model.expand import OURS, expanded_argv, unset_in_script
 from dagnb.model.results import PUBLISHED_AS
 from dagnb.model.step import cached_per_function
 from dagnb.retry.policy import classify
@@ -128,7 +128,7 @@ async def _launch(task: Task, processes: StepProcesses) -> subprocess.Popen[byte
     process killed as soon as it is there.
     """
     env = _process_env(task, {TOKEN_VARIABLE: processes.token})  # escapees have it
-    argv = host_argv(task.step) if isinstance(task.step.run, str) else _argv(task, env)
+    argv = _script_argv(task, env) if isinstance(task.step.run, str) else _argv(task, env)
     out_dir, in_dir, params_file = task.folder_texts()  # (on the loop: the run's folder made)
     folders = functools.partial(
         make_step_folders,
@@ -155,6 +155,18 @@ async def _launch(task: Task, processes: StepProcesses) -> subprocess.Popen[byte
     except asyncio.CancelledError:
         started.add_done_callback(functools.partial(_abandon, processes))
         raise
+
+
+def _script_argv(task: Task, env: Mapping[Any, Any]) -> list[str]:
+    """The argv running the step's shell text, which reads no ``$DAGNB_`` name the step
+    has not (:func:`unset_in_script`)."""
+    step = task.step
+    assert isinstance(step.run, str)
+    if OURS in step.run:
+        names = {os.fsdecode(name) for name in env}  # (POSIX: _process_env's bytes)
+        if (line := unset_in_script(step.name, step.run, names)) is not None:
+            raise StepFailed(line, step=step.name)
+    return host_argv(step)
 
 
 def _argv(task: Task, env: Mapping[Any, Any]) -> list[str]:

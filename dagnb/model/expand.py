@@ -10,8 +10,9 @@ an argv list that worked would change meaning.) A ``$DAGNB_`` name the step has 
 
 from __future__ import annotations
 
+import difflib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 __all__ = [
     "OURS",
@@ -21,6 +22,7 @@ __all__ = [
     "first_reference",
     "references",
     "unexpandable_line",
+    "unset_in_script",
 ]
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -124,3 +126,35 @@ def unexpandable_line(step: str, number: int, item: str, exc: Unexpandable) -> s
             "does not set for this step; check the name (it sets DAGNB_OUT, DAGNB_IN, "
             "DAGNB_PARAMS, DAGNB_PARAM_<NAME> for each param, DAGNB_STEP, DAGNB_RUN_ID, "
             "DAGNB_ATTEMPT)")
+
+
+def unset_in_script(step: str, script: str, names: Collection[str]) -> str | None:
+    """The one line failing step ``step`` whose shell text reads a ``$DAGNB_`` variable
+    that is not among the ``names`` dagnb sets for it and that the text does not set
+    itself (a typo: ``$DAGNB_OUTT/x.csv`` wrote ``/x.csv``, and the step succeeded);
+    None when it reads none. ``${NAME:-default}`` and the like are the text's own
+    choice, not read here."""
+    if OURS not in script:
+        return None
+    for written, name in _our_references(script):
+        if name not in names and not _set_in(script, name):
+            near = difflib.get_close_matches(name, [n for n in names if n.startswith(OURS)], 1)
+            hint = f"did you mean ${near[0]}? " if near else ""
+            return (f"step {step!r}: its run text reads {written}, which dagnb does not set "
+                    f"for this step; {hint}dagnb sets DAGNB_OUT, DAGNB_IN, DAGNB_PARAMS, "
+                    "DAGNB_PARAM_<NAME> for each param, DAGNB_STEP, DAGNB_RUN_ID, "
+                    "DAGNB_ATTEMPT")
+    return None
+
+
+def _our_references(script: str) -> list[tuple[str, str]]:
+    return [(script[start:end], name) for start, end, name, kind in _scan(script)
+            if kind == "name" and name is not None and name.startswith(OURS)]
+
+
+def _set_in(script: str, name: str) -> bool:
+    """Whether the shell text may set ``name`` itself (``NAME=``, ``read NAME``,
+    ``for NAME in``, ``export``/``local``/``declare NAME``)."""
+    word = re.escape(name)
+    return re.search(rf"(?<![\w$]){word}=|\b(?:read|for|local|declare|typeset|export|"
+                     rf"readonly)\b[^\n;|&]*\b{word}\b", script) is not None

@@ -44,7 +44,7 @@ from dagnb.executors.dagger import links
 from dagnb.executors.dagger.connection import from_this_session
 from dagnb.executors.dagger.shim import python_argv, python_files
 from dagnb.executors.shell import container_argv
-from dagnb.model.expand import expanded_argv
+from dagnb.model.expand import expanded_argv, unset_in_script
 from dagnb.model.results import NO_RESULT, RESULT_FILES, save_result
 from dagnb.model.step import Step, mount_path
 
@@ -173,6 +173,9 @@ def command_argv(task: Task) -> list[str]:
     if step.func is not None:
         return python_argv()
     if isinstance(step.run, str):
+        line = unset_in_script(step.name, step.run, _exec_variables(task))
+        if line is not None:
+            raise StepFailed(line, step=step.name)
         return container_argv(step)
     return expanded_command(task)
 
