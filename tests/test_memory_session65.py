@@ -14,7 +14,7 @@ import pytest
 
 from dagnb.cache.memory import Memory
 from dagnb.cache.store import Store
-from dagnb.errors import CacheError
+from dagnb.errors import CacheError, ConfigError
 
 
 class _ReprFails:
@@ -177,3 +177,41 @@ def test_reduce_size_takes_a_float_bytes_limit(tmp_path: Path) -> None:
     memory = Memory(tmp_path / "cache", bytes_limit=1e9)
     assert memory.cache(abs)(-3) == 3
     assert memory.reduce_size() == 0 and memory.reduce_size(bytes_limit=0.0) == 1
+
+
+class _Repo:
+    """joblib's way of caching a method: the bound method, in __init__, on an object
+    no key can hold (a connection)."""
+
+    def __init__(self, memory: Memory, ignore: list[str] | None) -> None:
+        import threading
+
+        self.conn = threading.Lock()  # (cannot be pickled, as a sqlite connection)
+        self.calls = 0
+        self.load = memory.cache(self._load, ignore=ignore)
+
+    def _load(self, table: str) -> str:
+        self.calls += 1
+        return table.upper()
+
+
+def test_a_bound_method_cached_with_self_ignored_is_keyed_on_its_arguments(
+        tmp_path: Path) -> None:
+    from dagnb.errors import FingerprintError
+
+    memory = Memory(tmp_path / "cache")
+    with pytest.raises(FingerprintError, match=r"or \(Memory\) pass ignore=\['self'\] to "
+                                               "key its calls on their arguments alone"):
+        _Repo(memory, None).load("users")
+    first, second = _Repo(memory, ["self"]), _Repo(memory, ["self"])
+    assert first.load("users") == second.load("users") == "USERS"
+    assert (first.calls, second.calls) == (1, 0)  # (the second object: a hit)
+    assert second.load("orders") == "ORDERS" and second.calls == 1
+
+
+def test_ignore_names_a_bound_methods_self_only_by_its_own_name(tmp_path: Path) -> None:
+    memory = Memory(tmp_path / "cache")
+    repo = _Repo(memory, None)
+    with pytest.raises(ConfigError, match=r"ignore=\['this'\] names no parameter of .*"
+                                          r"\['table', 'self'\]"):
+        memory.cache(repo._load, ignore=["this"])

@@ -345,7 +345,19 @@ def _bound_names(func: Callable[..., Any]) -> list[str]:
     while isinstance(func, functools.partial):
         names += partial_arguments(func)
         func = func.func
+    if (name := _self_name(func)) is not None:
+        names.append(name)
     return names
+
+
+def _self_name(func: Any) -> str | None:
+    """The name a bound method's function gives the object it is bound to (``self``,
+    ``cls``), which ``ignore=`` may name, as joblib's: the object then counts in no key
+    (a database connection, a session); None for anything else."""
+    if not isinstance(func, types.MethodType):
+        return None
+    code = getattr(func.__func__, "__code__", None)
+    return code.co_varnames[0] if code is not None and code.co_argcount else None
 
 
 class _LeftOut:
@@ -363,6 +375,8 @@ _LEFT_OUT = _LeftOut()
 def _leaving_out(func: Callable[..., Any], ignore: frozenset[str]) -> Callable[..., Any]:
     """``func``, or a partial that binds ``_LEFT_OUT`` where it bound an argument
     ``ignore`` names: what the key's code digest is taken of (never called)."""
+    if isinstance(func, types.MethodType) and _self_name(func) in ignore:
+        return func.__func__  # (its code and what it reads, not the object)
     if not isinstance(func, functools.partial) or not ignore.intersection(_bound_names(func)):
         return func
     inner = _leaving_out(func.func, ignore)

@@ -408,8 +408,9 @@ def object_digest(obj: Any) -> str:
     except FingerprintError as exc:
         raise FingerprintError(
             f"cannot fingerprint the {type(obj).__qualname__} object whose method is "
-            f"called ({exc.__cause__ or exc}); cache a function of the values it uses, or "
-            "give the class a __reduce__ that returns them"
+            f"called ({exc.__cause__ or exc}); cache a function of the values it uses, "
+            "give the class a __reduce__ that returns them, or (Memory) pass ignore=['self'] "
+            "to key its calls on their arguments alone"
         ) from None
 
 
