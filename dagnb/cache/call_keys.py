@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import inspect
 import io
+import time
 import types
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
@@ -55,6 +56,9 @@ _PLAIN = inspect.Parameter.POSITIONAL_OR_KEYWORD
 _NO_DEFAULT = inspect.Parameter.empty
 
 
+SLOW_GLOBAL = 0.05  # seconds hashing a global takes from which a cached function says so
+
+
 class CallKeys(Generic[P]):
     """Turns a call's arguments into a key; the signature is bound once.
 
@@ -64,7 +68,7 @@ class CallKeys(Generic[P]):
     """
 
     __slots__ = ("defaults", "func", "ignore", "keyed", "labels", "names", "opaque",
-                 "template", "unhashed")
+                 "slow", "template", "unhashed")
 
     def __init__(self, func: Callable[P, Any], ignore: Iterable[str]) -> None:
         self.func = func
@@ -72,6 +76,7 @@ class CallKeys(Generic[P]):
         # what the code digest is taken of: a partial's arguments ignore= names left out
         self.keyed: Callable[..., Any] = _leaving_out(func, self.ignore)
         self.unhashed: set[str] = set()  # globals warned of (_variable_digest, warn_of_state)
+        self.slow: set[str] = set()  # globals warned of as slow to hash (_said_slow)
         plain = plain_parameters(func)
         self.opaque = plain is None and not _has_signature(func)
         if plain is None:
@@ -105,7 +110,7 @@ class CallKeys(Generic[P]):
             func, self.ignore, self.opaque, self.names)
         keys.keyed = func if self.keyed is self.func else self.keyed
         keys.defaults, keys.labels, keys.template = self.defaults, self.labels, self.template
-        keys.unhashed = set()
+        keys.unhashed, keys.slow = set(), set()
         return keys
 
     @property
@@ -212,7 +217,11 @@ class CallKeys(Generic[P]):
         if name.startswith(PARTIAL_LABEL):
             return self._bound_digest(name[len(PARTIAL_LABEL):], value)
         try:
-            return value_digest(value)
+            began = time.perf_counter()
+            digest = value_digest(value)
+            if time.perf_counter() - began > SLOW_GLOBAL and name not in self.slow:
+                self._said_slow(name, value, time.perf_counter() - began)
+            return digest
         except FingerprintError as exc:
             if name not in self.unhashed:
                 self.unhashed.add(name)
@@ -222,6 +231,19 @@ class CallKeys(Generic[P]):
                     "change to it is not seen (pass what the function needs of it as an argument)",
                     stacklevel=user_stacklevel())
             return text_digest(f"type:{type(value).__module__}.{type(value).__qualname__}")
+
+    def _said_slow(self, name: str, value: Any, seconds: float) -> None:
+        """Warn, once a global, that hashing it costs each call ``seconds``: a
+        vocabulary of 300,000 words made each hit take 0.7 s, a cache slower than what
+        it saved. Its way out is joblib's, a change to it then unseen."""
+        self.slow.add(name)
+        size = f" of {len(value):,} items" if hasattr(value, "__len__") else ""
+        warnings.warn(
+            f"{label(self.func)}: global {name!r} (a {type(value).__qualname__}{size}) takes "
+            f"{seconds:.2f} s to hash, at each call, hit or miss: a cached function is keyed "
+            "on the globals it reads, so that a change to them is seen; if this one does "
+            "not change, pass it as an argument that ignore= names (joblib's way: a change "
+            "to it is then not seen)", stacklevel=user_stacklevel())
 
     def _bound_digest(self, name: str, value: Any) -> str:
         """An argument the partial binds (its code digest leaves them out when one cannot
