@@ -145,7 +145,7 @@ def _list(args: argparse.Namespace) -> int:
     rows = store.entry_rows(step, on_disk=True)
     if args.workflow is not None:
         wanted = workflows_meant(args.workflow, {row["workflow"] for row in rows},
-                                 store.location)
+                                 store.location, step, store)
         rows = [row for row in rows if row["workflow"] in wanted]
     if not rows:
         _say_no_entries(step)
@@ -322,7 +322,7 @@ def _workflows_to_clear(store: Store, step: str | None, given: list[str] | None
         return None
     held = {entry.workflow for entry in store.iter_entries(step)}
     if given is not None:
-        return sorted(workflows_meant(given, held, store.location))
+        return sorted(workflows_meant(given, held, store.location, step, store))
     named = sorted(name for name in held if name is not None)
     if len(named) < 2:
         return None
@@ -332,12 +332,21 @@ def _workflows_to_clear(store: Store, step: str | None, given: list[str] | None
                       f"workflow's, e.g. --workflow {named[0]}, or {options} for all")
 
 
-def workflows_meant(given: list[str], held: set[str | None], where: object) -> set[str]:
+def workflows_meant(given: list[str], held: set[str | None], where: object,
+                    step: str | None = None, store: Store | None = None) -> set[str]:
     """The workflow names given, each one the entries listed are of; a name of none is
-    refused, naming those there are (a typo, or a file's name for its name: field)."""
+    refused, naming those there are (a typo, or a file's name for its name: field). With
+    ``step``, a workflow whose runs stored entries of other steps only is said so."""
     unknown = [name for name in given if name not in held]
     if unknown:
         known = sorted(name for name in held if name is not None)
+        if step is not None and store is not None and known and unknown[0] in {
+                entry.workflow for entry in store.iter_entries(None)}:
+            raise ConfigError(
+                f"--workflow {unknown[0]!r}: its runs stored no entry of step {step!r} in "
+                f"{str(where)!r}; those there are of {', '.join(map(repr, known))} (a step "
+                "alike in two workflows is stored once, by the first run of it, and served "
+                f"to the other): --workflow {known[0]} --step {step} names them")
         there = (f"its entries are of {', '.join(map(repr, known))}" if known
                  else "none of its entries was saved by a workflow's run")
         raise ConfigError(f"--workflow {unknown[0]!r}: no entry of a workflow of that name "
