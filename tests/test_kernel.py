@@ -1517,7 +1517,7 @@ def test_after_a_restart_status_says_which_never_run_steps_a_run_restores(
     """Status listed every step as 'never run' after a restart, with nothing more, though
     their results were stored: the notebook looked lost where a run would restore it all.
     A step whose command changed since is 'never run' with no such note."""
-    cells = ["%load_ext dagnb", "%%dagger load\necho 1 > $DAGNB_OUTPUTS/n\n",
+    cells = ["%load_ext dagnb", "%%dagger load\necho 1 > $DAGNB_OUT/n\n",
              "%%dagger report --needs load\necho report\n"]
     kernel.run(_into(tmp_path))
     assert error(kernel.run(cells[1])) is None and error(kernel.run(cells[2])) is None
