@@ -55,3 +55,20 @@ def test_a_cached_run_and_a_fresh_one_see_the_same_folder(
         second = graph_in(tmp_path).run(cache_directory=cache, executor="local")
     assert first.ok and second.ok
     assert first.result("load") == second.result("load") == str(tmp_path)
+
+
+def test_a_folder_changed_between_runs_is_where_the_next_run_s_steps_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The folder a run's steps go back to is looked at again at each run (a notebook's
+    cell may change folder between two): not the one the last run's steps ran in."""
+    def here() -> str:
+        return os.getcwd()
+
+    graph = Graph("where", [Step("here", func=here)])
+    for folder in (tmp_path / "one", tmp_path / "two"):
+        folder.mkdir()
+        monkeypatch.chdir(folder)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # (no step changed folder: nothing to say)
+            run = graph.run(cache=False, executor="local")
+        assert run.result("here") == str(folder) == os.getcwd()
