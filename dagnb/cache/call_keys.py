@@ -219,8 +219,9 @@ class CallKeys(Generic[P]):
         try:
             began = time.perf_counter()
             digest = value_digest(value)
-            if time.perf_counter() - began > SLOW_GLOBAL and name not in self.slow:
-                self._said_slow(name, value, time.perf_counter() - began)
+            seconds = time.perf_counter() - began
+            if seconds > SLOW_GLOBAL and name not in self.slow:
+                self._said_slow(name, value, seconds)
             return digest
         except FingerprintError as exc:
             if name not in self.unhashed:

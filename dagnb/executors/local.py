@@ -640,7 +640,7 @@ def _working_folder() -> str | None:
 
 
 # the run whose in-process step ended last, and the folder the process was in then: the
-# next step of that run starts there (a look less a step: getcwd costs 3.5 µs here)
+# next step of that run starts there (a look less a step: getcwd costs 1.2 µs here)
 _last_folder: tuple[str, str | None] = ("", None)
 
 

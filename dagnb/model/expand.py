@@ -27,6 +27,9 @@ __all__ = [
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 OURS = "DAGNB_"  # the names argv items expand: dagnb's own variables of the step
+# the variables dagnb sets for a step, as the failure of a misspelt one names them
+_WE_SET = ("DAGNB_OUT, DAGNB_IN, DAGNB_PARAMS, DAGNB_PARAM_<NAME> for each param, "
+           "DAGNB_STEP, DAGNB_RUN_ID, DAGNB_ATTEMPT")
 _SPECIAL = frozenset("*#$@!?-0123456789")  # os.Expand's one-character shell names
 
 
@@ -123,9 +126,7 @@ def unexpandable_line(step: str, number: int, item: str, exc: Unexpandable) -> s
     """The failure of a step whose run item ``number`` (1 is the program) reads a
     ``$DAGNB_`` name the step has not, in one line."""
     return (f"step {step!r}: run item {number} {item!r} reads ${exc.name}, which dagnb "
-            "does not set for this step; check the name (it sets DAGNB_OUT, DAGNB_IN, "
-            "DAGNB_PARAMS, DAGNB_PARAM_<NAME> for each param, DAGNB_STEP, DAGNB_RUN_ID, "
-            "DAGNB_ATTEMPT)")
+            f"does not set for this step; check the name (it sets {_WE_SET})")
 
 
 def unset_in_script(step: str, script: str, names: Collection[str]) -> str | None:
@@ -141,9 +142,7 @@ def unset_in_script(step: str, script: str, names: Collection[str]) -> str | Non
             near = difflib.get_close_matches(name, [n for n in names if n.startswith(OURS)], 1)
             hint = f"did you mean ${near[0]}? " if near else ""
             return (f"step {step!r}: its run text reads {written}, which dagnb does not set "
-                    f"for this step; {hint}dagnb sets DAGNB_OUT, DAGNB_IN, DAGNB_PARAMS, "
-                    "DAGNB_PARAM_<NAME> for each param, DAGNB_STEP, DAGNB_RUN_ID, "
-                    "DAGNB_ATTEMPT")
+                    f"for this step; {hint}dagnb sets {_WE_SET}")
     return None
 
 
